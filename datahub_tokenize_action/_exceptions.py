@@ -1,0 +1,124 @@
+"""Errors raised by datahub-tokenize-action.
+
+Every error is a type; its message names the dataset, the column (where there is
+one) and what to do. ``permanent`` tells callers whether retrying can help: bad
+input is permanent, an unreachable warehouse or a held lock is not.
+
+    TokenizeError
+    ├── ConfigError                    the YAML or the CLI arguments are wrong
+    │   ├── NoConnectionError          no connection configured for the dataset's platform
+    │   ├── DatabaseMismatchError      the connection URL names another database
+    │   └── UnknownTokenizerError      no tokenizer plugin of that type is installed
+    ├── InvalidDatasetError            the dataset URN cannot be routed to a table
+    ├── InvalidTargetError             the table cannot be tokenized as asked
+    │   ├── TableNotFoundError
+    │   ├── ColumnNotFoundError
+    │   ├── UnsupportedColumnTypeError
+    │   ├── TokenTooLongError
+    │   ├── NoKeyError
+    │   ├── NotDeltaTableError
+    │   └── NoColumnsError             nothing says which columns hold PII
+    ├── WarehouseUnavailableError      cannot connect (transient)
+    ├── LockTimeoutError               another run holds the table (transient)
+    └── WarehouseWriteError            the warehouse failed during the run
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ColumnNotFoundError",
+    "ConfigError",
+    "DatabaseMismatchError",
+    "InvalidDatasetError",
+    "InvalidTargetError",
+    "LockTimeoutError",
+    "NoColumnsError",
+    "NoConnectionError",
+    "NoKeyError",
+    "NotDeltaTableError",
+    "TableNotFoundError",
+    "TokenTooLongError",
+    "TokenizeError",
+    "UnknownTokenizerError",
+    "UnsupportedColumnTypeError",
+    "WarehouseUnavailableError",
+    "WarehouseWriteError",
+]
+
+
+class TokenizeError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    #: True when running the same request again cannot succeed without a change
+    #: by a person (config, table, tags). False when a retry may succeed.
+    permanent: bool = True
+
+
+class ConfigError(TokenizeError):
+    """The configuration or the command-line arguments are wrong."""
+
+
+class NoConnectionError(ConfigError):
+    """No connection is configured for the dataset's platform (and instance)."""
+
+
+class DatabaseMismatchError(ConfigError):
+    """The connection URL names a database other than the dataset URN's."""
+
+
+class UnknownTokenizerError(ConfigError):
+    """No tokenizer plugin of the configured type is installed."""
+
+
+class InvalidDatasetError(TokenizeError):
+    """The dataset URN cannot be turned into a warehouse table."""
+
+
+class InvalidTargetError(TokenizeError):
+    """The table or its columns cannot be tokenized as asked. Nothing was changed."""
+
+
+class TableNotFoundError(InvalidTargetError):
+    pass
+
+
+class ColumnNotFoundError(InvalidTargetError):
+    pass
+
+
+class UnsupportedColumnTypeError(InvalidTargetError):
+    pass
+
+
+class TokenTooLongError(InvalidTargetError):
+    pass
+
+
+class NoKeyError(InvalidTargetError):
+    pass
+
+
+class NotDeltaTableError(InvalidTargetError):
+    pass
+
+
+class NoColumnsError(InvalidTargetError):
+    pass
+
+
+class WarehouseUnavailableError(TokenizeError):
+    """The warehouse could not be reached. Retrying later may succeed."""
+
+    permanent = False
+
+
+class LockTimeoutError(TokenizeError):
+    """Another run holds the table's lock. Retrying later may succeed."""
+
+    permanent = False
+
+
+class WarehouseWriteError(TokenizeError):
+    """The warehouse failed while the run was reading or writing."""
+
+    permanent = False

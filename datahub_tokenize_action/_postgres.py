@@ -1,0 +1,145 @@
+"""Postgres: advisory lock, ``!~`` guard, COPY into a temp staging table + one ``UPDATE ... FROM``."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from typing import Any, Iterator, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection
+
+from ._exceptions import ConfigError, DatabaseMismatchError, LockTimeoutError
+from ._routing import TableRef
+from ._warehouse import BatchWriter, Row, WarehouseTokenizer, WriteTarget, mask_url
+
+__all__ = ["PostgresTokenizer"]
+
+# COPY text format: backslash, tab, newline and carriage return must be escaped.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    return str(value).translate(_COPY_ESCAPES)
+
+
+class PostgresTokenizer(WarehouseTokenizer):
+    """The Postgres dialect of the loop.
+
+    The whole run is one transaction unless ``commit_every_batch``; a session
+    advisory lock keyed by the table keeps two runs from interleaving.
+    """
+
+    platform = "postgres"
+    supports_transactions = True
+    supports_advisory_locks = True
+    supports_temp_tables = True
+
+    def build_url(self, ref: TableRef) -> URL:
+        if self.connection.url is None:
+            raise ConfigError("the postgres connection needs `url` (postgresql+psycopg2://user:pass@host:port)")
+        try:
+            url = sa.make_url(self.connection.url.get_secret_value())
+        except sa.exc.ArgumentError:
+            raise ConfigError(
+                "the postgres connection `url` is not a SQLAlchemy URL; expected "
+                "postgresql+psycopg2://user:password@host:port"
+            ) from None
+        if not url.drivername.startswith("postgresql"):
+            raise ConfigError(
+                f"the postgres connection `url` ({mask_url(url)}) must start with postgresql+psycopg2://"
+            )
+        if url.database and url.database != ref.database:
+            raise DatabaseMismatchError(
+                f"dataset {ref.dataset_urn}: its database is {ref.database!r} but the postgres connection "
+                f"URL names {url.database!r}; remove the database from the URL (the URN's is used) or "
+                "add a connection for that database under its own platform_instance"
+            )
+        return url.set(database=ref.database)
+
+    def engine_options(self) -> dict[str, Any]:
+        return {"connect_args": {"application_name": "datahub-tokenize", "connect_timeout": 10}}
+
+    def regex_match(self, column: sa.ColumnElement[Any], regex: str) -> sa.ColumnElement[bool]:
+        return column.regexp_match(regex)
+
+    def keyset_after(self, target: WriteTarget, last_key: tuple[Any, ...]) -> sa.ColumnElement[bool]:
+        # Row-value comparison lets Postgres use the key's index for composite keys too.
+        cols = [target.table.c[k] for k in target.key]
+        return sa.tuple_(*cols) > sa.tuple_(*(sa.literal(v) for v in last_key))
+
+    @contextlib.contextmanager
+    def lock(self, conn: Connection, target: WriteTarget) -> Iterator[None]:
+        digest = hashlib.sha256(f"datahub-tokenize:{target.ref.name}".encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        timeout_ms = int(self.options.lock_timeout_s * 1000)
+        try:
+            conn.execute(sa.text("SELECT set_config('lock_timeout', :t, false)"), {"t": f"{timeout_ms}ms"})
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        except sa.exc.OperationalError as e:
+            if getattr(e.orig, "pgcode", None) == "55P03":  # lock_not_available
+                conn.rollback()
+                raise LockTimeoutError(
+                    f"dataset {target.ref.dataset_urn}: another tokenization run holds {target.ref.name} "
+                    f"and did not finish within {self.options.lock_timeout_s:g}s; try again later or "
+                    "raise `run.lock_timeout_s`"
+                ) from None
+            raise
+        conn.execute(sa.text("SELECT set_config('lock_timeout', '0', false)"))
+        try:
+            yield
+        except BaseException:
+            conn.rollback()  # leave the failed transaction first, so the unlock below can run
+            raise
+        finally:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+
+    @contextlib.contextmanager
+    def batch_writer(self, conn: Connection, target: WriteTarget) -> Iterator[BatchWriter]:
+        prep = conn.dialect.identifier_preparer
+        stage_name = "_tokenize_stage"
+        stage_cols = [f"k{i}" for i in range(len(target.key))]
+        select_list = [f"{prep.quote(k)} AS k{i}" for i, k in enumerate(target.key)]
+        for i, c in enumerate(target.columns):
+            stage_cols += [f"p{i}", f"t{i}"]
+            select_list += [f"{prep.quote(c)} AS p{i}", f"{prep.quote(c)}::text AS t{i}"]
+        source = prep.format_table(target.table)
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS pg_temp.{stage_name}"))
+        conn.execute(sa.text(f"CREATE TEMP TABLE {stage_name} AS SELECT {', '.join(select_list)} FROM {source} WITH NO DATA"))
+        stage = sa.table(stage_name, *(sa.column(c) for c in stage_cols))
+        update = self._update_from(target, stage)
+        copy_sql = f"COPY {stage_name} ({', '.join(stage_cols)}) FROM STDIN"
+        dbapi_conn = conn.connection.dbapi_connection
+
+        def write(rows: Sequence[Row]) -> None:
+            buf = io.StringIO()
+            buf.writelines("\t".join(map(_copy_field, row)) + "\n" for row in rows)
+            buf.seek(0)
+            conn.execute(sa.text(f"TRUNCATE {stage_name}"))
+            with dbapi_conn.cursor() as cur:  # type: ignore[union-attr]
+                cur.copy_expert(copy_sql, buf)
+            conn.execute(sa.text(f"ANALYZE {stage_name}"))
+            conn.execute(update)
+
+        try:
+            yield write
+        finally:
+            # After a failed statement Postgres refuses this too; closing the connection drops it.
+            with contextlib.suppress(sa.exc.DBAPIError):
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS pg_temp.{stage_name}"))
+
+    @staticmethod
+    def _update_from(target: WriteTarget, stage: sa.TableClause) -> sa.Update:
+        t = target.table
+        values = {}
+        changed = []
+        for i, c in enumerate(target.columns):
+            still_plain = sa.and_(stage.c[f"t{i}"].is_not(None), t.c[c] == stage.c[f"p{i}"])
+            values[c] = sa.case((still_plain, stage.c[f"t{i}"]), else_=t.c[c])
+            changed.append(still_plain)
+        key_match = [t.c[k] == stage.c[f"k{i}"] for i, k in enumerate(target.key)]
+        return sa.update(t).values(values).where(*key_match, sa.or_(*changed))

@@ -1,0 +1,49 @@
+"""The outcome of one tokenization run, as a value."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, Mapping
+
+__all__ = ["TokenizeResult", "Status"]
+
+Status = Literal["SUCCESS", "FAILED"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizeResult:
+    """What a run did (or, with ``dry_run``, would do) to one table.
+
+    Counts are what the run sent to the warehouse, never a driver's rowcount.
+    """
+
+    status: Status
+    dataset: str
+    columns: tuple[str, ...]
+    rows_scanned: int = 0
+    rows_updated: int = 0
+    values_tokenized: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    values_skipped: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    nulls: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    empty_strings: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    elapsed_s: float = 0.0
+    dry_run: bool = False
+    table: str | None = None
+    tokenizer: str | None = None
+    key_id: str | None = None
+    run_id: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with every field."""
+        d = dataclasses.asdict(self)
+        d["columns"] = list(self.columns)
+        for key in ("values_tokenized", "values_skipped", "nulls", "empty_strings"):
+            d[key] = dict(d[key])
+        return d
+
+    def replace(self, **changes: Any) -> "TokenizeResult":
+        return dataclasses.replace(self, **changes)

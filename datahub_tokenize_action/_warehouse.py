@@ -1,0 +1,527 @@
+"""The dialect-neutral update loop, and the hooks a warehouse dialect fills in.
+
+The loop, for one table and some of its text columns:
+
+1. describe the table and validate the request (table, columns, types, key);
+2. take the table's lock (where the warehouse has one);
+3. one aggregate scan: row count, NULLs, empty strings, values already tokens, and
+   the longest plaintext per column (checked against column widths);
+4. keyset pages ordered by the key, filtered in SQL by "holds plaintext" (the
+   tokenizer's regex as the guard), tokenized in Python, handed to the dialect's
+   bulk writer with the plaintext that was read, so a value changed by someone else
+   in between is left alone (compare-and-set);
+5. commit once (default) or after every batch.
+
+Validation happens before anything is written: a bad request changes nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import datetime as _dt
+import logging
+import time
+import uuid
+from typing import Any, Callable, ClassVar, ContextManager, Iterator, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.pool import NullPool
+from sqlalchemy.sql import sqltypes
+
+from ._config import ConnectionConfig, RunOptions
+from ._exceptions import (
+    ColumnNotFoundError,
+    InvalidTargetError,
+    NoColumnsError,
+    NoKeyError,
+    TableNotFoundError,
+    TokenizeError,
+    TokenTooLongError,
+    UnsupportedColumnTypeError,
+    WarehouseUnavailableError,
+    WarehouseWriteError,
+)
+from ._result import TokenizeResult
+from ._routing import TableRef
+from ._tokenizers import Tokenizer
+
+__all__ = [
+    "BatchWriter",
+    "ColumnInfo",
+    "TableDescription",
+    "WarehouseTokenizer",
+    "WriteTarget",
+    "mask_url",
+]
+
+logger = logging.getLogger(__name__)
+
+#: One row to write: the key values, then (plaintext, token) per tokenized column;
+#: token is None where that column keeps its value.
+Row = tuple[Any, ...]
+BatchWriter = Callable[[Sequence[Row]], None]
+
+
+def mask_url(url: URL | str) -> str:
+    """The URL with its password replaced by ``***``; safe for logs and errors."""
+    if isinstance(url, str):
+        try:
+            url = sa.make_url(url)
+        except sa.exc.ArgumentError:
+            return "<unparseable url>"
+    return url.render_as_string(hide_password=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnInfo:
+    """What the loop needs to know about one column."""
+
+    name: str
+    type_name: str
+    is_text: bool
+    #: Declared maximum length in characters (varchar(n), char(n)); None if unbounded.
+    max_length: int | None = None
+    nullable: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TableDescription:
+    """The table's columns (in order) and the candidate keys that identify a row."""
+
+    columns: dict[str, ColumnInfo]
+    primary_key: tuple[str, ...] = ()
+    #: Unique constraints or indexes, each usable as a key if all its columns are NOT NULL.
+    unique_keys: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteTarget:
+    """A validated request: the table clause, the key and the columns to tokenize."""
+
+    ref: TableRef
+    table: sa.TableClause
+    key: tuple[str, ...]
+    columns: tuple[str, ...]
+    description: TableDescription
+
+
+@dataclasses.dataclass
+class _Counts:
+    rows_scanned: int = 0
+    rows_updated: int = 0
+    tokenized: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+class WarehouseTokenizer(abc.ABC):
+    """Tokenizes columns of one warehouse's tables; owns the update loop.
+
+    Methods a dialect must implement:
+        - ``build_url(table)``: the SQLAlchemy URL for the table's database/catalog.
+        - ``regex_match(column, regex)``: SQL that is true when the column's value
+          matches ``regex`` (the guard is built from it).
+        - ``batch_writer(conn, target)``: a context manager yielding a function that
+          writes one batch of rows (the bulk path).
+
+    Methods a dialect may override:
+        - ``table_clause(ref, columns)``: how to qualify the table name.
+        - ``describe(conn, ref)``: columns and keys (default: SQLAlchemy's inspector).
+        - ``check_table(conn, target)``: extra checks before writing (e.g. Delta format).
+        - ``lock(conn, target)``: mutual exclusion of runs on one table.
+        - ``keyset_after(target, last_key)``: the "after this key" predicate.
+
+    Capability flags (class attributes):
+        - ``supports_transactions``: the whole run can be one transaction.
+        - ``supports_advisory_locks``: ``lock`` really excludes a second run.
+        - ``supports_temp_tables``: the bulk writer may stage rows in a temp table.
+    """
+
+    platform: ClassVar[str]
+    supports_transactions: ClassVar[bool] = True
+    supports_advisory_locks: ClassVar[bool] = False
+    supports_temp_tables: ClassVar[bool] = False
+
+    def __init__(self, connection: ConnectionConfig, tokenizer: Tokenizer, options: RunOptions | None = None):
+        self.connection = connection
+        self.tokenizer = tokenizer
+        self.options = options or RunOptions()
+        self._engines: dict[str, Engine] = {}
+
+    # ----------------------------------------------------------------- hooks
+
+    @abc.abstractmethod
+    def build_url(self, ref: TableRef) -> URL:
+        """The SQLAlchemy URL to reach ``ref``'s database (Postgres) or catalog (Databricks).
+
+        Raises:
+            ConfigError: the connection config cannot serve this table.
+        """
+
+    @abc.abstractmethod
+    def regex_match(self, column: sa.ColumnElement[Any], regex: str) -> sa.ColumnElement[bool]:
+        """SQL that is true when ``column`` matches ``regex`` (false or NULL otherwise)."""
+
+    @abc.abstractmethod
+    def batch_writer(self, conn: Connection, target: WriteTarget) -> ContextManager[BatchWriter]:
+        """Prepare the bulk path for ``target`` and yield a function writing one batch.
+
+        Each row is ``(*key, plain_1, token_1, plain_2, token_2, ...)``; a token of None
+        means that column keeps its value. The writer must set a column to its token
+        only where the column still holds the plaintext that was read.
+        """
+
+    def engine_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``create_engine``; the config's ``engine_options`` win."""
+        return {}
+
+    def table_clause(self, ref: TableRef, columns: Sequence[str]) -> sa.TableClause:
+        """A table clause naming ``ref`` with ``columns``; override to qualify differently."""
+        return sa.table(ref.table, *(sa.column(c) for c in columns), schema=ref.schema)
+
+    def describe(self, conn: Connection, ref: TableRef) -> TableDescription:
+        """Columns and keys of ``ref``.
+
+        Raises:
+            TableNotFoundError: the table does not exist.
+        """
+        insp = sa.inspect(conn)
+        if not insp.has_table(ref.table, schema=ref.schema):
+            raise TableNotFoundError(
+                f"dataset {ref.dataset_urn}: table {ref.name} does not exist (or the connection's "
+                "user cannot see it); check the URN and the user's grants"
+            )
+        columns = {}
+        for c in insp.get_columns(ref.table, schema=ref.schema):
+            ctype = c["type"]
+            is_text = isinstance(ctype, sqltypes.String) and not isinstance(ctype, sqltypes.Enum)
+            columns[c["name"]] = ColumnInfo(
+                name=c["name"],
+                type_name=str(ctype),
+                is_text=is_text,
+                max_length=getattr(ctype, "length", None) if is_text else None,
+                nullable=bool(c.get("nullable", True)),
+            )
+        pk = tuple(insp.get_pk_constraint(ref.table, schema=ref.schema).get("constrained_columns") or ())
+        uniques = [tuple(u["column_names"]) for u in insp.get_unique_constraints(ref.table, schema=ref.schema)]
+        uniques += [
+            tuple(i["column_names"])
+            for i in insp.get_indexes(ref.table, schema=ref.schema)
+            if i.get("unique") and all(i["column_names"]) and not i.get("dialect_options", {}).get("postgresql_where")
+        ]
+        return TableDescription(columns=columns, primary_key=pk, unique_keys=tuple(uniques))
+
+    def check_table(self, conn: Connection, target: WriteTarget) -> None:
+        """Dialect-specific checks before writing; raise an InvalidTargetError to refuse."""
+
+    def lock(self, conn: Connection, target: WriteTarget) -> ContextManager[None]:
+        """Hold off other runs on the same table while the block runs (default: no lock)."""
+        return contextlib.nullcontext()
+
+    def keyset_after(self, target: WriteTarget, last_key: tuple[Any, ...]) -> sa.ColumnElement[bool]:
+        """Rows whose key sorts after ``last_key`` (the key order of the scan)."""
+        cols = [target.table.c[k] for k in target.key]
+        if len(cols) == 1:
+            return cols[0] > last_key[0]
+        # (a, b) > (x, y) spelled out, for dialects without row-value comparison.
+        terms = []
+        for i, col in enumerate(cols):
+            equal_prefix = [cols[j] == last_key[j] for j in range(i)]
+            terms.append(sa.and_(*equal_prefix, col > last_key[i]))
+        return sa.or_(*terms)
+
+    # ------------------------------------------------------------ connection
+
+    def engine(self, ref: TableRef) -> Engine:
+        url = self.build_url(ref)
+        key = url.render_as_string(hide_password=False)
+        if key not in self._engines:
+            opts = {"poolclass": NullPool, **self.engine_options(), **self.connection.engine_options}
+            self._engines[key] = sa.create_engine(url, **opts)
+        return self._engines[key]
+
+    def dispose(self) -> None:
+        for engine in self._engines.values():
+            engine.dispose()
+        self._engines.clear()
+
+    @contextlib.contextmanager
+    def _connect(self, ref: TableRef) -> Iterator[Connection]:
+        engine = self.engine(ref)
+        try:
+            conn = engine.connect()
+        except sa.exc.DBAPIError as e:
+            raise WarehouseUnavailableError(
+                f"dataset {ref.dataset_urn}: cannot connect to {mask_url(engine.url)}: "
+                f"{_first_line(e.orig)}; check that the warehouse is up and the credentials are right"
+            ) from None
+        with conn:
+            yield conn
+
+    # ------------------------------------------------------------ validation
+
+    def validate(self, conn: Connection, ref: TableRef, columns: Sequence[str]) -> WriteTarget:
+        """Check the request against the table; return what the loop writes to.
+
+        Raises:
+            NoColumnsError, TableNotFoundError, ColumnNotFoundError,
+            UnsupportedColumnTypeError, NoKeyError (all InvalidTargetError).
+        """
+        if not columns:
+            raise NoColumnsError(f"dataset {ref.dataset_urn}: no columns to tokenize were given")
+        desc = self.describe(conn, ref)
+        for col in columns:
+            info = desc.columns.get(col)
+            if info is None:
+                raise ColumnNotFoundError(
+                    f"dataset {ref.dataset_urn}: column {col!r} does not exist in {ref.name} "
+                    f"(columns: {', '.join(desc.columns)}); fix the column name or the tag"
+                )
+            if not info.is_text:
+                raise UnsupportedColumnTypeError(
+                    f"dataset {ref.dataset_urn}: column {col!r} is {info.type_name}, not text; only "
+                    "text columns can hold tokens. Untag it, or change its type to text first"
+                )
+        key = self._choose_key(ref, desc, columns)
+        table = self.table_clause(ref, list(dict.fromkeys([*key, *columns])))
+        return WriteTarget(ref=ref, table=table, key=key, columns=tuple(columns), description=desc)
+
+    def _choose_key(self, ref: TableRef, desc: TableDescription, columns: Sequence[str]) -> tuple[str, ...]:
+        configured = self.connection.key_columns.get(ref.name) or self.connection.key_columns.get(
+            f"{ref.schema}.{ref.table}"
+        )
+        if configured:
+            missing = [k for k in configured if k not in desc.columns]
+            if missing:
+                raise ColumnNotFoundError(
+                    f"dataset {ref.dataset_urn}: key column(s) {', '.join(missing)} from `key_columns` "
+                    f"do not exist in {ref.name}"
+                )
+            key = tuple(configured)
+        elif desc.primary_key:
+            key = desc.primary_key
+        else:
+            usable = [u for u in desc.unique_keys if all(not desc.columns[c].nullable for c in u)]
+            if not usable:
+                raise NoKeyError(
+                    f"dataset {ref.dataset_urn}: table {ref.name} has no primary key or unique NOT NULL "
+                    "key to address rows; add one, or name the key columns under the connection's "
+                    f"`key_columns: {{{ref.schema}.{ref.table}: [...]}}`"
+                )
+            key = min(usable, key=len)
+        overlap = [c for c in columns if c in key]
+        if overlap:
+            raise InvalidTargetError(
+                f"dataset {ref.dataset_urn}: column(s) {', '.join(overlap)} are part of the key of "
+                f"{ref.name}; tokenizing a key column would change row identity. Untag it or use "
+                "another key"
+            )
+        return key
+
+    # ------------------------------------------------------------ predicates
+
+    def is_token_clause(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        """SQL twin of ``Tokenizer.is_token``: the regex, and the length range if any."""
+        match = self.regex_match(column, self.tokenizer.token_regex)
+        if self.tokenizer.token_length_range is None:
+            return match
+        low, high = self.tokenizer.token_length_range
+        return sa.and_(sa.func.char_length(column).between(low, high), match)
+
+    def holds_plaintext(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        """True where the column holds a value to tokenize: not NULL, not empty, not a token."""
+        return sa.and_(column != "", sa.not_(self.is_token_clause(column)))
+
+    def _stats_query(self, target: WriteTarget) -> sa.Select[Any]:
+        t = target.table
+        one = sa.literal(1)
+        zero = sa.literal(0)
+
+        def count_where(cond: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+            return sa.func.coalesce(sa.func.sum(sa.case((cond, one), else_=zero)), 0)
+
+        any_plain = sa.or_(*(self.holds_plaintext(t.c[c]) for c in target.columns))
+        cols: list[sa.ColumnElement[Any]] = [
+            sa.func.count().label("rows"),
+            count_where(any_plain).label("rows_to_change"),
+        ]
+        for i, c in enumerate(target.columns):
+            col = t.c[c]
+            cols += [
+                count_where(col.is_(None)).label(f"nulls_{i}"),
+                count_where(col == "").label(f"empty_{i}"),
+                count_where(sa.and_(col != "", self.is_token_clause(col))).label(f"tokens_{i}"),
+                sa.func.max(sa.case((self.holds_plaintext(col), sa.func.octet_length(col)))).label(f"maxlen_{i}"),
+            ]
+        return sa.select(*cols).select_from(t)
+
+    def _check_widths(self, target: WriteTarget, stats: sa.Row[Any]) -> None:
+        for i, c in enumerate(target.columns):
+            width = target.description.columns[c].max_length
+            longest = stats._mapping[f"maxlen_{i}"]
+            if width is None or longest is None:
+                continue
+            need = self.tokenizer.max_token_length(int(longest))
+            if need > width:
+                raise TokenTooLongError(
+                    f"dataset {target.ref.dataset_urn}: column {c!r} is "
+                    f"{target.description.columns[c].type_name}, but tokens of its longest value "
+                    f"({longest} bytes) need up to {need} characters; widen the column "
+                    f"(e.g. ALTER TABLE ... ALTER COLUMN {c} TYPE varchar({need})) or use text"
+                )
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self, ref: TableRef, columns: Sequence[str], *, dry_run: bool = False) -> TokenizeResult:
+        """Tokenize ``columns`` of ``ref``; with ``dry_run``, count what would change and write nothing.
+
+        Returns a SUCCESS result. Raises a TokenizeError on any failure; in
+        single-transaction mode nothing is left changed.
+        """
+        started = time.monotonic()
+        started_at = _now()
+        run_id = uuid.uuid4().hex
+        columns = tuple(dict.fromkeys(columns))
+        with self._connect(ref) as conn:
+            try:
+                target = self.validate(conn, ref, columns)
+                self.check_table(conn, target)
+                with self.lock(conn, target):
+                    stats = conn.execute(self._stats_query(target)).one()
+                    self._check_widths(target, stats)
+                    counts = self._loop(conn, target, int(stats.rows_to_change), dry_run)
+                    if dry_run:
+                        conn.rollback()
+                    else:
+                        conn.commit()
+            except TokenizeError:
+                conn.rollback()
+                raise
+            except sa.exc.DBAPIError as e:
+                conn.rollback()
+                raise WarehouseWriteError(
+                    f"dataset {ref.dataset_urn}: the warehouse failed during the run: {_first_line(e.orig)}"
+                    + ("" if self.options.commit_every_batch or not self.supports_transactions
+                       else "; nothing was changed (the run's transaction was rolled back)")
+                ) from None
+        elapsed = time.monotonic() - started
+        result = TokenizeResult(
+            status="SUCCESS",
+            dataset=ref.dataset_urn,
+            table=ref.name,
+            columns=columns,
+            rows_scanned=counts.rows_scanned,
+            rows_updated=counts.rows_updated,
+            values_tokenized={c: counts.tokenized.get(c, 0) for c in columns},
+            values_skipped={c: int(stats._mapping[f"tokens_{i}"]) for i, c in enumerate(columns)},
+            nulls={c: int(stats._mapping[f"nulls_{i}"]) for i, c in enumerate(columns)},
+            empty_strings={c: int(stats._mapping[f"empty_{i}"]) for i, c in enumerate(columns)},
+            elapsed_s=round(elapsed, 3),
+            dry_run=dry_run,
+            tokenizer=self.tokenizer.type_name or type(self.tokenizer).__name__,
+            key_id=self.tokenizer.key_id,
+            run_id=run_id,
+            started_at=started_at,
+            ended_at=_now(),
+        )
+        logger.info(
+            "%s %s: %d rows scanned, %d rows %s, %s values tokenized, %s already tokens, in %.1fs",
+            "dry run of" if dry_run else "tokenized",
+            ref.name,
+            result.rows_scanned,
+            result.rows_updated,
+            "would change" if dry_run else "updated",
+            sum(result.values_tokenized.values()),
+            sum(result.values_skipped.values()),
+            elapsed,
+        )
+        return result
+
+    def _loop(self, conn: Connection, target: WriteTarget, expected: int, dry_run: bool) -> _Counts:
+        t = target.table
+        nkey = len(target.key)
+        key_cols = [t.c[k] for k in target.key]
+        counts = _Counts(tokenized={c: 0 for c in target.columns})
+        if expected == 0:
+            return counts  # the stats scan found nothing to tokenize
+        guard = sa.or_(*(self.holds_plaintext(t.c[c]) for c in target.columns))
+        base = sa.select(*key_cols, *(t.c[c] for c in target.columns)).order_by(*key_cols)
+        batch_size = self.options.batch_size
+        commit_each = self.options.commit_every_batch and not dry_run
+        is_token = self.tokenizer.is_token
+        progress = _Progress(target.ref.name, expected, self.options.progress_interval_s, dry_run)
+        last_key: tuple[Any, ...] | None = None
+        writer_cm: ContextManager[BatchWriter | None] = (
+            contextlib.nullcontext(None) if dry_run else self.batch_writer(conn, target)
+        )
+        with writer_cm as write:
+            while True:
+                where = guard if last_key is None else sa.and_(guard, self.keyset_after(target, last_key))
+                rows = conn.execute(base.where(where).limit(batch_size)).fetchall()
+                if not rows:
+                    break
+                last_key = tuple(rows[-1][:nkey])
+                plains: set[str] = set()
+                for row in rows:
+                    for v in row[nkey:]:
+                        if v and not is_token(v):
+                            plains.add(v)
+                token_of = dict(zip(plains, self.tokenizer.tokenize_many(plains))) if not dry_run else {}
+                out: list[Row] = []
+                for row in rows:
+                    new: list[Any] = list(row[:nkey])
+                    changed = False
+                    for j, v in enumerate(row[nkey:]):
+                        if v and not is_token(v):
+                            counts.tokenized[target.columns[j]] += 1
+                            new += (v, token_of.get(v))
+                            changed = True
+                        else:
+                            new += (v, None)
+                    if changed:
+                        out.append(tuple(new))
+                if write is not None and out:
+                    write(out)
+                counts.rows_scanned += len(rows)
+                counts.rows_updated += len(out)
+                if commit_each:
+                    conn.commit()
+                progress.update(counts.rows_scanned)
+                if len(rows) < batch_size:
+                    break
+        return counts
+
+
+class _Progress:
+    """Logs rows done, the expected total and the rate, at most every ``interval`` seconds."""
+
+    def __init__(self, name: str, expected: int, interval: float, dry_run: bool):
+        self.name, self.expected, self.interval, self.dry_run = name, expected, interval, dry_run
+        self.start = self.last = time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        pct = f" ({100 * done / self.expected:.0f}%)" if self.expected else ""
+        logger.info(
+            "%s%s: %s / ~%s rows%s, %.0f rows/s",
+            "dry run " if self.dry_run else "",
+            self.name,
+            f"{done:,}",
+            f"{self.expected:,}",
+            pct,
+            rate,
+        )
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _first_line(err: BaseException | None) -> str:
+    text = str(err or "").strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,75 @@
+"""``datahub-tokenize``: run the same flow as the action, by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+from ._config import load_config
+from ._exceptions import ConfigError, TokenizeError
+from ._request import TokenizeRequest
+from ._result import TokenizeResult
+from ._runner import failed_result, run_request
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="datahub-tokenize", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="tokenize the PII columns of one dataset")
+    run.add_argument("-c", "--config", required=True, help="the pipeline YAML (its action.config is read)")
+    run.add_argument("--dataset", required=True, help="dataset URN, e.g. "
+                     "urn:li:dataset:(urn:li:dataPlatform:postgres,appdb.public.customers,PROD)")
+    run.add_argument("--columns", help="comma-separated columns to tokenize")
+    run.add_argument("--dry-run", action="store_true", help="count what would change; write nothing")
+    run.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    run.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    return p
+
+
+def _summary(r: TokenizeResult) -> str:
+    if r.status != "SUCCESS":
+        return f"FAILED {r.dataset}: {r.error}"
+    verb = "would update" if r.dry_run else "updated"
+    lines = [
+        f"{'DRY RUN ' if r.dry_run else ''}SUCCESS {r.table or r.dataset}",
+        f"  rows scanned {r.rows_scanned:,}, rows {verb} {r.rows_updated:,}, in {r.elapsed_s:.2f}s",
+    ]
+    for c in r.columns:
+        lines.append(
+            f"  {c}: {'to tokenize' if r.dry_run else 'tokenized'} {r.values_tokenized.get(c, 0):,}, "
+            f"already tokens {r.values_skipped.get(c, 0):,}, nulls {r.nulls.get(c, 0):,}, "
+            f"empty {r.empty_strings.get(c, 0):,}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    columns = tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
+    request = TokenizeRequest(args.dataset, columns)
+    try:
+        config = load_config(args.config)
+        result = run_request(config, request, dry_run=args.dry_run)
+    except TokenizeError as e:
+        if args.json:
+            print(json.dumps(failed_result(request, e, dry_run=args.dry_run).to_dict()))
+        print(f"datahub-tokenize: error: {e}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(e, ConfigError) else EXIT_FAILED
+    print(json.dumps(result.to_dict()) if args.json else _summary(result))
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""A throwaway PostgreSQL cluster started from the system's binaries.
+
+``initdb`` refuses to run as root, so when the process is root the cluster runs
+as the ``postgres`` OS user (or ``nobody``). The server listens on a free loopback
+port and a private socket directory, trusts local connections, and is removed
+with its data directory on ``stop()``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from typing import Sequence
+
+__all__ = ["PostgresCluster", "PostgresNotInstalled", "find_bindir"]
+
+
+class PostgresNotInstalled(RuntimeError):
+    pass
+
+
+def find_bindir() -> str:
+    """The directory holding initdb and pg_ctl (newest installed major version)."""
+    env = os.environ.get("TOKENIZE_PG_BINDIR")
+    candidates = [env] if env else []
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True)
+    for found in (shutil.which("initdb"), shutil.which("pg_ctl")):
+        if found:
+            candidates.append(os.path.dirname(os.path.realpath(found)))
+    for d in candidates:
+        if d and os.path.exists(os.path.join(d, "initdb")) and os.path.exists(os.path.join(d, "pg_ctl")):
+            return d
+    raise PostgresNotInstalled(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found; install them with "
+        "`apt-get install postgresql postgresql-contrib`, or set TOKENIZE_TEST_PG_URL"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PostgresCluster:
+    """Start with ``start()``, connect with ``url(database)``, remove with ``stop()``."""
+
+    def __init__(self, settings: Sequence[str] = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")):
+        self.settings = list(settings)
+        self.port = _free_port()
+        self.bindir = find_bindir()
+        self.base = tempfile.mkdtemp(prefix="tokenize-pg-")
+        self.data = os.path.join(self.base, "data")
+        self._user: pwd.struct_passwd | None = None
+        if os.geteuid() == 0:
+            for name in ("postgres", "nobody"):
+                try:
+                    self._user = pwd.getpwnam(name)
+                    break
+                except KeyError:
+                    continue
+            os.chmod(self.base, 0o755)
+            os.chown(self.base, self._user.pw_uid, self._user.pw_gid)  # type: ignore[union-attr]
+
+    def _run(self, *args: str) -> None:
+        def demote() -> None:
+            if self._user is not None:
+                os.setgid(self._user.pw_gid)
+                os.setuid(self._user.pw_uid)
+
+        proc = subprocess.run(
+            [os.path.join(self.bindir, args[0]), *args[1:]],
+            preexec_fn=demote, capture_output=True, text=True, cwd=self.base,
+            env={**os.environ, "LC_ALL": "C.UTF-8", "HOME": self.base},
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
+
+    def start(self) -> "PostgresCluster":
+        self._run("initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                  "--locale=C.UTF-8", "--no-sync")
+        opts = [f"-p {self.port}", f"-k {self.base}", "-c listen_addresses=127.0.0.1"]
+        opts += [f"-c {s}" for s in self.settings]
+        self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.base, "server.log"), "-w",
+                  "-t", "60", "-o", " ".join(opts), "start")
+        return self
+
+    def url(self, database: str = "postgres", user: str = "postgres") -> str:
+        return f"postgresql+psycopg2://{user}@127.0.0.1:{self.port}/{database}"
+
+    def server_url(self) -> str:
+        """The URL without a database, as the tokenize config wants it."""
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+        except RuntimeError:
+            pass
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> "PostgresCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 from typing import Any
 
 import expandvars
@@ -88,8 +89,21 @@ class TokenizerConfig(ConfigModel):
         "(the seeds' base64 encoding, no protection), or one installed by another package.",
     )
 
+    @model_validator(mode="after")
+    def _hide_secret_options(self) -> "TokenizerConfig":
+        # Plugin options arrive untyped; keep secret-looking ones out of reprs and dumps.
+        extra = self.__pydantic_extra__ or {}
+        for name, value in extra.items():
+            if isinstance(value, str) and _looks_secret(name):
+                extra[name] = SecretStr(value)
+        return self
+
     def options(self) -> dict[str, Any]:
         return dict(self.__pydantic_extra__ or {})
+
+
+def _looks_secret(name: str) -> bool:
+    return name in {"key", "token", "password", "secret"} or name.endswith(("_key", "_token", "_password", "_secret"))
 
 
 class RunOptions(ConfigModel):
@@ -109,6 +123,11 @@ class RunOptions(ConfigModel):
         default=60.0, gt=0,
         description="How long a run waits for another run on the same table to finish before "
         "failing (Postgres advisory lock).",
+    )
+    postgres_work_mem: str = Field(
+        default="256MB", pattern=r"^[0-9]+(kB|MB|GB)$",
+        description="Postgres only: `work_mem` for the run's transaction, so the join that applies "
+        "the staged tokens runs in memory instead of spilling to disk (one hash table per run).",
     )
     progress_interval_s: float = Field(
         default=5.0, gt=0,
@@ -153,7 +172,11 @@ def load_config(path: str | pathlib.Path) -> TokenizeConfig:
     try:
         whole = load_config_file(path, allow_remote=False)
     except expandvars.UnboundVariable as e:
-        raise ConfigError(f"{path}: environment variable {str(e).split(':')[0]} is not set") from None
+        name = re.search(r"[A-Za-z_][A-Za-z0-9_]*", str(e))
+        raise ConfigError(
+            f"{path}: environment variable {name.group(0) if name else str(e)} is not set; export it or "
+            "give a default with ${VAR:-default}"
+        ) from None
     except (ConfigurationError, OSError) as e:
         raise ConfigError(f"cannot read config {path}: {e}") from None
     action = whole.get("action") if isinstance(whole, dict) else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._config import ConnectionConfig, RunOptions
 from ._exceptions import NoConnectionError
+from ._databricks import DatabricksTokenizer
 from ._postgres import PostgresTokenizer
 from ._tokenizers import Tokenizer
 from ._warehouse import WarehouseTokenizer
@@ -12,6 +13,7 @@ __all__ = ["DIALECTS", "warehouse_for"]
 
 DIALECTS: dict[str, type[WarehouseTokenizer]] = {
     PostgresTokenizer.platform: PostgresTokenizer,
+    DatabricksTokenizer.platform: DatabricksTokenizer,
 }
 
 

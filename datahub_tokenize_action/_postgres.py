@@ -5,25 +5,39 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 
 from ._exceptions import ConfigError, DatabaseMismatchError, LockTimeoutError
 from ._routing import TableRef
-from ._warehouse import BatchWriter, Row, WarehouseTokenizer, WriteTarget, mask_url
+from ._warehouse import Batch, BatchWriter, WarehouseTokenizer, WriteTarget, mask_url
 
-__all__ = ["PostgresTokenizer"]
+__all__ = ["PostgresTokenizer", "copy_column", "copy_text"]
 
-# COPY text format: backslash, tab, newline and carriage return must be escaped.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_SPECIALS = ("\\", "\t", "\n", "\r")
 
 
-def _copy_field(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    return str(value).translate(_COPY_ESCAPES)
+def copy_column(values: Sequence[Any]) -> list[str]:
+    """One column of values as COPY text fields: NULL as ``\\N``; backslash, tab,
+    newline and carriage return escaped. Works on the whole column at once: Postgres
+    text cannot hold NUL, so NUL can join and split the values."""
+    joined = "\x00".join(["" if v is None else v if isinstance(v, str) else str(v) for v in values])
+    if any(c in joined for c in _COPY_SPECIALS):
+        joined = joined.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    fields = joined.split("\x00")
+    if None in values:
+        fields = ["\\N" if v is None else f for v, f in zip(values, fields)]
+    return fields
+
+
+def copy_text(batch: Batch) -> str:
+    """The batch as COPY text: one line per row, columns (keys, then plain/token pairs)."""
+    columns = [copy_column(k) for k in batch.keys]
+    for plain, token in zip(batch.plains, batch.tokens):
+        columns += [copy_column(plain), copy_column(token)]
+    return "".join([line + "\n" for line in map("\t".join, zip(*columns))])
 
 
 class PostgresTokenizer(WarehouseTokenizer):
@@ -37,6 +51,11 @@ class PostgresTokenizer(WarehouseTokenizer):
     supports_transactions = True
     supports_advisory_locks = True
     supports_temp_tables = True
+    supports_pipelined_reads = True
+
+    #: Staged rows applied per ``UPDATE ... FROM`` in one-transaction mode. Measured at
+    #: 1M rows: one join at the end beat applying every 250k rows (26.7 s vs 29.5 s).
+    APPLY_EVERY_ROWS = 10_000_000
 
     def build_url(self, ref: TableRef) -> URL:
         if self.connection.url is None:
@@ -62,6 +81,11 @@ class PostgresTokenizer(WarehouseTokenizer):
 
     def engine_options(self) -> dict[str, Any]:
         return {"connect_args": {"application_name": "datahub-tokenize", "connect_timeout": 10}}
+
+    def fence(self, subquery: sa.Select[Any]) -> sa.Select[Any]:
+        # OFFSET keeps Postgres from pulling the subquery up (it would copy each
+        # CASE, regex included, into every aggregate that reads it).
+        return subquery.offset(0)
 
     def regex_match(self, column: sa.ColumnElement[Any], regex: str) -> sa.ColumnElement[bool]:
         return column.regexp_match(regex)
@@ -100,33 +124,55 @@ class PostgresTokenizer(WarehouseTokenizer):
 
     @contextlib.contextmanager
     def batch_writer(self, conn: Connection, target: WriteTarget) -> Iterator[BatchWriter]:
+        """COPY each batch into a temp staging table; apply the stage with one ``UPDATE ... FROM``
+        every ``APPLY_EVERY_ROWS`` staged rows and at the end (each batch with
+        ``commit_every_batch``). Fewer, larger joins are cheaper than one per batch."""
         prep = conn.dialect.identifier_preparer
         stage_name = "_tokenize_stage"
         stage_cols = [f"k{i}" for i in range(len(target.key))]
         select_list = [f"{prep.quote(k)} AS k{i}" for i, k in enumerate(target.key)]
         for i, c in enumerate(target.columns):
             stage_cols += [f"p{i}", f"t{i}"]
+            # p keeps the column's type, so char(n) compares as char(n); t is text.
             select_list += [f"{prep.quote(c)} AS p{i}", f"{prep.quote(c)}::text AS t{i}"]
         source = prep.format_table(target.table)
         conn.execute(sa.text(f"DROP TABLE IF EXISTS pg_temp.{stage_name}"))
-        conn.execute(sa.text(f"CREATE TEMP TABLE {stage_name} AS SELECT {', '.join(select_list)} FROM {source} WITH NO DATA"))
-        stage = sa.table(stage_name, *(sa.column(c) for c in stage_cols))
-        update = self._update_from(target, stage)
+        conn.execute(sa.text(
+            f"CREATE TEMP TABLE {stage_name} AS SELECT {', '.join(select_list)} FROM {source} WITH NO DATA"
+        ))
+        update = self._update_from(target, sa.table(stage_name, *(sa.column(c) for c in stage_cols)))
         copy_sql = f"COPY {stage_name} ({', '.join(stage_cols)}) FROM STDIN"
         dbapi_conn = conn.connection.dbapi_connection
+        apply_every = 1 if self.options.commit_every_batch else self.APPLY_EVERY_ROWS
+        staged = 0
 
-        def write(rows: Sequence[Row]) -> None:
-            buf = io.StringIO()
-            buf.writelines("\t".join(map(_copy_field, row)) + "\n" for row in rows)
-            buf.seek(0)
-            conn.execute(sa.text(f"TRUNCATE {stage_name}"))
-            with dbapi_conn.cursor() as cur:  # type: ignore[union-attr]
-                cur.copy_expert(copy_sql, buf)
+        def apply() -> None:
+            nonlocal staged
+            conn.execute(sa.text("SELECT set_config('work_mem', :m, true)"), {"m": self.options.postgres_work_mem})
+            # Fresh statistics let the planner pick the join (by the key's index for
+            # a small stage, hashed for a large one).
             conn.execute(sa.text(f"ANALYZE {stage_name}"))
             conn.execute(update)
+            conn.execute(sa.text(f"TRUNCATE {stage_name}"))
+            staged = 0
+
+        def write(batch: Batch) -> Callable[[], None]:
+            text = copy_text(batch)  # CPU work, in the loop's thread
+
+            def send() -> None:
+                nonlocal staged
+                with dbapi_conn.cursor() as cur:  # type: ignore[union-attr]
+                    cur.copy_expert(copy_sql, io.StringIO(text))
+                staged += len(batch)
+                if staged >= apply_every:
+                    apply()
+
+            return send
 
         try:
             yield write
+            if staged:
+                apply()
         finally:
             # After a failed statement Postgres refuses this too; closing the connection drops it.
             with contextlib.suppress(sa.exc.DBAPIError):

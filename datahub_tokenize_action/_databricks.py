@@ -1,0 +1,219 @@
+"""Databricks (Unity Catalog and hive_metastore): RLIKE guard, MERGE of inline VALUES.
+
+No transactions and no locks: each MERGE commits on its own. A run stopped half way
+leaves some batches done and every value either plaintext or a token, never a mix
+inside one value; running again completes the table (tokens are skipped).
+
+Bulk path: ``MERGE INTO <t> USING (VALUES ...) AS s ON <key> WHEN MATCHED AND <the
+plaintext read is still there> THEN UPDATE``. Values are inline literals rendered by
+the dialect's own escaper (the one the connector uses), not parameter markers: native
+parameters stop at 255 per statement, i.e. ~50 rows, which makes big tables take
+hours. Inline statements are capped at ``MAX_STATEMENT_CHARS``. The compare-and-set
+condition means a value whose literal did not round-trip exactly is left untouched;
+it can never be overwritten with a wrong token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from typing import Any, Callable, Iterator, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.sql.elements import quoted_name
+
+from ._databricks_url import databricks_url
+from ._exceptions import NotDeltaTableError, TableNotFoundError
+from ._routing import TableRef
+from ._warehouse import Batch, BatchWriter, ColumnInfo, TableDescription, WarehouseTokenizer, WriteTarget
+
+__all__ = ["DatabricksTokenizer", "parse_describe_extended"]
+
+logger = logging.getLogger(__name__)
+
+MAX_STATEMENT_CHARS = 900_000
+_TEXT_TYPE = re.compile(r"^(string|varchar\((\d+)\)|char\((\d+)\))$", re.IGNORECASE)
+_BACKTICKED = re.compile(r"`((?:[^`]|``)*)`")
+
+
+def _dialect() -> sa.Dialect:
+    from databricks.sqlalchemy import DatabricksDialect
+
+    return DatabricksDialect()
+
+
+def parse_describe_extended(rows: Sequence[Sequence[Any]]) -> tuple[TableDescription, str | None]:
+    """Columns, declared primary key and provider from ``DESCRIBE TABLE EXTENDED`` rows.
+
+    The output lists ``(col_name, data_type, comment)`` for each column, then a blank row
+    or ``#`` sections (partitioning, ``# Detailed Table Information`` with ``Provider``,
+    ``# Constraints`` with ``<name> PRIMARY KEY (`a`, `b`)`` in Unity Catalog).
+    """
+    columns: dict[str, ColumnInfo] = {}
+    provider = None
+    primary_key: tuple[str, ...] = ()
+    in_columns = True
+    for row in rows:
+        name = (row[0] or "").strip()
+        dtype = (row[1] or "").strip() if len(row) > 1 and row[1] is not None else ""
+        if in_columns:
+            if not name or name.startswith("#"):
+                in_columns = False
+            else:
+                m = _TEXT_TYPE.match(dtype)
+                length = (m.group(2) or m.group(3)) if m else None
+                columns[name] = ColumnInfo(
+                    name=name, type_name=dtype.upper(), is_text=bool(m),
+                    max_length=int(length) if length else None,
+                )
+                continue
+        if name == "Provider":
+            provider = dtype.lower()
+        elif dtype.upper().startswith("PRIMARY KEY") and not primary_key:
+            primary_key = tuple(p.replace("``", "`") for p in _BACKTICKED.findall(dtype))
+    return TableDescription(columns=columns, primary_key=primary_key), provider
+
+
+class DatabricksTokenizer(WarehouseTokenizer):
+    """The Databricks dialect of the loop (databricks-sqlalchemy)."""
+
+    platform = "databricks"
+    supports_transactions = False
+    supports_advisory_locks = False
+    supports_temp_tables = False
+    supports_pipelined_reads = True
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._preparer = _dialect().identifier_preparer
+        self._provider: dict[str, str | None] = {}
+
+    def build_url(self, ref: TableRef) -> URL:
+        return databricks_url(self.connection, catalog=ref.database)
+
+    def qualified_name(self, ref: TableRef) -> str:
+        """`catalog`.`schema`.`table`, each part quoted on its own."""
+        q = self._preparer.quote_identifier
+        return f"{q(ref.database)}.{q(ref.schema)}.{q(ref.table)}"
+
+    def table_clause(self, ref: TableRef, columns: Sequence[str]) -> sa.TableClause:
+        q = self._preparer.quote_identifier
+        schema = quoted_name(f"{q(ref.database)}.{q(ref.schema)}", quote=False)
+        # Aliased, so columns render as t.col rather than four-part names.
+        return sa.table(ref.table, *(sa.column(c) for c in columns), schema=schema).alias("t")  # type: ignore[return-value]
+
+    def regex_match(self, column: sa.ColumnElement[Any], regex: str) -> sa.ColumnElement[bool]:
+        return column.bool_op("RLIKE")(sa.literal(regex, sa.String()))
+
+    def describe(self, conn: Connection, ref: TableRef) -> TableDescription:
+        try:
+            rows = conn.exec_driver_sql(f"DESCRIBE TABLE EXTENDED {self.qualified_name(ref)}").fetchall()
+        except sa.exc.DBAPIError as e:
+            if "TABLE_OR_VIEW_NOT_FOUND" in str(e.orig) or "not found" in str(e.orig).lower():
+                raise TableNotFoundError(
+                    f"dataset {ref.dataset_urn}: table {ref.name} does not exist (or the token cannot "
+                    "see it); check the URN and the token's USE CATALOG / USE SCHEMA / SELECT grants"
+                ) from None
+            raise
+        description, provider = parse_describe_extended(rows)
+        self._provider[ref.name] = provider
+        return description
+
+    def check_table(self, conn: Connection, target: WriteTarget) -> None:
+        provider = self._provider.get(target.ref.name)
+        if provider != "delta":
+            raise NotDeltaTableError(
+                f"dataset {target.ref.dataset_urn}: table {target.ref.name} is "
+                f"{provider or 'not a table with a known provider'}, not Delta; MERGE needs a Delta table. "
+                "Convert it (CONVERT TO DELTA) or tokenize a Delta copy"
+            )
+
+    @contextlib.contextmanager
+    def batch_writer(self, conn: Connection, target: WriteTarget) -> Iterator[BatchWriter]:
+        dialect = conn.dialect
+        render = self._literal_renderer(dialect)
+        head, tail = self.merge_parts(target)
+
+        def write(batch: Batch) -> Callable[[], None]:
+            statements = list(self.merge_statements(batch, head, tail, render))
+
+            def send() -> None:
+                for sql in statements:
+                    conn.exec_driver_sql(sql)
+
+            return send
+
+        yield write
+
+    # -- MERGE rendering (pure; compiled in tests with the real dialect) --------------
+
+    def merge_parts(self, target: WriteTarget) -> tuple[str, str]:
+        """The MERGE text before and after the VALUES rows."""
+        q = self._preparer.quote_identifier
+        nkey = len(target.key)
+        src = [f"k{i}" for i in range(nkey)]
+        still_plain = []
+        sets = []
+        for i, c in enumerate(target.columns):
+            src += [f"p{i}", f"t{i}"]
+            cond = f"s.t{i} IS NOT NULL AND t.{q(c)} = s.p{i}"
+            still_plain.append(f"({cond})")
+            sets.append(f"t.{q(c)} = CASE WHEN {cond} THEN s.t{i} ELSE t.{q(c)} END")
+        on = " AND ".join(f"t.{q(k)} = s.k{i}" for i, k in enumerate(target.key))
+        head = f"MERGE INTO {self.qualified_name(target.ref)} AS t USING (VALUES "
+        tail = (
+            f") AS s({', '.join(src)}) ON {on} WHEN MATCHED AND ({' OR '.join(still_plain)}) "
+            f"THEN UPDATE SET {', '.join(sets)}"
+        )
+        return head, tail
+
+    def merge_statements(self, batch: Batch, head: str, tail: str,
+                         render: Callable[[Any], str]) -> Iterator[str]:
+        """MERGE statements covering ``batch``, each under ``MAX_STATEMENT_CHARS``.
+
+        Source rows are de-duplicated per key (MERGE fails when two source rows match one
+        target row); a duplicate key means the configured key is not unique, which is logged.
+        """
+        nkey = len(batch.keys)
+        seen: set[tuple[Any, ...]] = set()
+        duplicates = 0
+        rows: list[str] = []
+        size = len(head) + len(tail)
+        for row in batch.rows():
+            key = row[:nkey]
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
+            text = "(" + ", ".join(render(v) for v in row) + ")"
+            if rows and size + len(text) + 2 > MAX_STATEMENT_CHARS:
+                yield head + ", ".join(rows) + tail
+                rows, size = [], len(head) + len(tail)
+            rows.append(text)
+            size += len(text) + 2
+        if rows:
+            yield head + ", ".join(rows) + tail
+        if duplicates:
+            logger.warning(
+                "%d rows share a key with another row of the same batch and were left for the next "
+                "run; the configured key columns are not unique", duplicates,
+            )
+
+    @staticmethod
+    def _literal_renderer(dialect: sa.Dialect) -> Callable[[Any], str]:
+        """Render a Python value as a SQL literal with the dialect's own processors."""
+        string = dialect.type_descriptor(sa.String()).literal_processor(dialect)
+
+        def render(value: Any) -> str:
+            if value is None:
+                return "NULL"
+            if isinstance(value, str):
+                return string(value)  # type: ignore[misc]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return str(sa.literal(value).compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+            return repr(value)
+
+        return render
+

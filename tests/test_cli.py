@@ -1,0 +1,108 @@
+"""`datahub-tokenize` as a user runs it: a subprocess, JSON out, exit codes, no secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+PASSWORD = "Pg-Passw0rd-Secret"
+KEY = "cli-hmac-key-Secret-0123456789"
+YAML = """\
+action:
+  type: tokenize
+  config:
+    connections:
+      - platform: postgres
+        url: postgresql+psycopg2://tokenize:${PG_PASSWORD}@${PG_HOSTPORT}
+    tokenizer:
+      type: hmac
+      key: ${TOKENIZE_HMAC_KEY}
+"""
+
+
+def _cli() -> list[str]:
+    exe = shutil.which("datahub-tokenize", path=os.path.dirname(sys.executable))
+    return [exe] if exe else [sys.executable, "-m", "datahub_tokenize_action.cli"]
+
+
+@pytest.fixture
+def cli_env(pg, tmp_path):
+    """A config file whose URL and key come from the environment, and a `tokenize` role with a password."""
+    pg.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tokenize') THEN "
+               f"CREATE ROLE tokenize LOGIN SUPERUSER PASSWORD '{PASSWORD}'; END IF; END $$")
+    url = sa.make_url(pg.server_url)
+    config = tmp_path / "tokenize.yaml"
+    config.write_text(YAML)
+    env = {**os.environ, "PG_PASSWORD": PASSWORD, "PG_HOSTPORT": f"{url.host}:{url.port}", "TOKENIZE_HMAC_KEY": KEY}
+    return config, env
+
+
+def run_cli(args, env):
+    proc = subprocess.run([*_cli(), *args], env=env, capture_output=True, text=True, timeout=120)
+    for secret in (PASSWORD, KEY):
+        assert secret not in proc.stdout and secret not in proc.stderr
+    return proc
+
+
+pytestmark = pytest.mark.postgres
+
+
+def test_json_output_is_one_object_with_the_result_keys_and_exit_code_zero(pg, cli_env):
+    config, env = cli_env
+    table = pg.create_table([("id", "int"), ("email", "text"), ("phone", "text")],
+                            [(1, "a@x.com", "1"), (2, "b@x.com", None)])
+    proc = run_cli(["run", "-c", str(config), "--dataset", pg.urn(table), "--columns", "email,phone", "--json"], env)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for key in ("status", "dataset", "columns", "rows_scanned", "rows_updated", "values_tokenized",
+                "values_skipped", "nulls", "elapsed_s", "dry_run"):
+        assert key in result
+    assert (result["status"], result["rows_updated"], result["nulls"]) == ("SUCCESS", 2, {"email": 0, "phone": 1})
+    again = json.loads(run_cli(["run", "-c", str(config), "--dataset", pg.urn(table), "--columns", "email,phone",
+                                "--json"], env).stdout)
+    assert again["rows_updated"] == 0
+
+
+def test_the_human_summary_and_a_dry_run(pg, cli_env):
+    config, env = cli_env
+    table = pg.create_table([("id", "int"), ("email", "text")], [(1, "a@x.com")])
+    before = pg.checksum(table)
+    proc = run_cli(["run", "-c", str(config), "--dataset", pg.urn(table), "--columns", "email", "--dry-run"], env)
+    assert proc.returncode == 0
+    assert "DRY RUN SUCCESS" in proc.stdout and "rows would update 1" in proc.stdout
+    assert pg.checksum(table) == before
+
+
+def test_bad_input_exits_non_zero_with_one_line_on_stderr(pg, cli_env):
+    config, env = cli_env
+    table = pg.create_table([("id", "int"), ("email", "text")], [(1, "a@x.com")])
+    proc = run_cli(["run", "-c", str(config), "--dataset", pg.urn(table), "--columns", "emial", "--json"], env)
+    assert proc.returncode == 1
+    error_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("datahub-tokenize: error:")]
+    assert len(error_lines) == 1 and "'emial'" in error_lines[0]
+    assert json.loads(proc.stdout)["status"] == "FAILED"
+
+
+def test_an_unreachable_database_fails_without_printing_the_password(cli_env):
+    config, env = cli_env
+    env = {**env, "PG_HOSTPORT": "127.0.0.1:1"}
+    proc = run_cli(["run", "-c", str(config), "--columns", "email", "--dataset",
+                    "urn:li:dataset:(urn:li:dataPlatform:postgres,appdb.public.t,PROD)"], env)
+    assert proc.returncode == 1
+    assert "cannot connect" in proc.stderr and "tokenize:***@127.0.0.1:1" in proc.stderr
+
+
+def test_a_config_error_exits_with_code_two(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(YAML.replace("type: hmac", "type: hmac\n      kee: 1"))
+    env = {**os.environ, "PG_PASSWORD": PASSWORD, "PG_HOSTPORT": "h:1", "TOKENIZE_HMAC_KEY": KEY}
+    proc = run_cli(["run", "-c", str(config), "--dataset", "urn:li:dataset:(urn:li:dataPlatform:postgres,a.b.c,PROD)",
+                    "--columns", "e"], env)
+    assert proc.returncode == 2
+    assert "kee" in proc.stderr

@@ -1,0 +1,112 @@
+"""Config validation and URN routing (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from datahub_tokenize_action import (
+    ConfigError,
+    InvalidDatasetError,
+    NoConnectionError,
+    TokenizeConfig,
+    load_config,
+    parse_config,
+    route,
+)
+
+from .harness import HMAC_KEY
+
+PG = {"platform": "postgres", "url": "postgresql+psycopg2://u:p@h:5432"}
+DBX = {"platform": "databricks", "url": "databricks://token:t@host?http_path=/sql/1.0/warehouses/x"}
+TOKENIZER = {"type": "hmac", "key": HMAC_KEY}
+
+
+def test_unknown_keys_are_rejected_with_their_name():
+    with pytest.raises(ConfigError, match="batch_sise"):
+        parse_config({"connections": [PG], "tokenizer": TOKENIZER, "run": {"batch_sise": 5}})
+
+
+def test_every_config_field_has_a_description():
+    def walk(model):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            ann = field.annotation
+            for sub in getattr(ann, "__args__", ()) + (ann,):
+                if isinstance(sub, type) and hasattr(sub, "model_fields"):
+                    walk(sub)
+
+    walk(TokenizeConfig)
+
+
+def test_secrets_are_masked_in_the_config_repr():
+    config = parse_config({"connections": [PG], "tokenizer": TOKENIZER})
+    text = repr(config) + str(config.model_dump())
+    assert "u:p@" not in text and HMAC_KEY not in text
+
+
+def test_a_connection_needs_a_way_to_connect():
+    with pytest.raises(ConfigError, match="needs `url`"):
+        parse_config({"connections": [{"platform": "postgres"}], "tokenizer": TOKENIZER})
+
+
+@pytest.mark.parametrize(
+    "urn, platform, instance, parts",
+    [
+        ("urn:li:dataset:(urn:li:dataPlatform:postgres,appdb.public.customers,PROD)", "postgres", None,
+         ("appdb", "public", "customers")),
+        ("urn:li:dataset:(urn:li:dataPlatform:postgres,eu.appdb.public.customers,PROD)", "postgres", "eu",
+         ("appdb", "public", "customers")),
+        ("urn:li:dataset:(urn:li:dataPlatform:databricks,main.sales.orders,PROD)", "databricks", None,
+         ("main", "sales", "orders")),
+        ("urn:li:dataset:(urn:li:dataPlatform:databricks,ws1.hive_metastore.default.t,DEV)", "databricks", "ws1",
+         ("hive_metastore", "default", "t")),
+    ],
+)
+def test_urns_route_to_the_connection_of_their_platform_and_instance(urn, platform, instance, parts):
+    connections = parse_config({
+        "connections": [PG, {**PG, "platform_instance": "eu"}, DBX, {**DBX, "platform_instance": "ws1"}],
+        "tokenizer": TOKENIZER,
+    }).connections
+    connection, ref = route(urn, connections)
+    assert (connection.platform, connection.platform_instance) == (platform, instance)
+    assert (ref.database, ref.schema, ref.table) == parts
+
+
+def test_an_unconfigured_platform_says_which_connection_to_add():
+    connections = parse_config({"connections": [PG], "tokenizer": TOKENIZER}).connections
+    with pytest.raises(NoConnectionError, match="platform: snowflake"):
+        route("urn:li:dataset:(urn:li:dataPlatform:snowflake,db.s.t,PROD)", connections)
+
+
+def test_a_name_without_three_parts_is_refused():
+    connections = parse_config({"connections": [PG], "tokenizer": TOKENIZER}).connections
+    with pytest.raises(NoConnectionError, match="<database>.<schema>.<table>"):
+        route("urn:li:dataset:(urn:li:dataPlatform:postgres,public.customers,PROD)", connections)
+
+
+def test_a_malformed_urn_is_refused():
+    with pytest.raises(InvalidDatasetError, match="not a dataset URN"):
+        route("urn:li:corpuser:bob", [])
+
+
+def test_the_yaml_is_read_with_env_expansion_like_datahub_actions(tmp_path, monkeypatch):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "action:\n  type: tokenize\n  config:\n    connections:\n"
+        "      - platform: postgres\n        url: postgresql+psycopg2://u:${PGPW}@${PGHOST:-localhost}:5432\n"
+        "    tokenizer:\n      type: hmac\n      key: ${KEY}\n"
+    )
+    monkeypatch.setenv("PGPW", "pw")
+    monkeypatch.setenv("KEY", HMAC_KEY)
+    config = load_config(path)
+    assert config.connections[0].url.get_secret_value() == "postgresql+psycopg2://u:pw@localhost:5432"
+    monkeypatch.delenv("KEY")
+    with pytest.raises(ConfigError, match="environment variable KEY is not set"):
+        load_config(path)
+
+
+def test_a_yaml_without_an_action_section_is_refused(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("source: {}\n")
+    with pytest.raises(ConfigError, match="no `action.config`"):
+        load_config(path)

@@ -1,0 +1,166 @@
+"""The update loop on a real Postgres: the contract, plus transactions, locks and concurrency."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from datahub_tokenize_action import (
+    DatabaseMismatchError,
+    LockTimeoutError,
+    TokenizeRequest,
+    WarehouseUnavailableError,
+    WarehouseWriteError,
+    parse_config,
+)
+from datahub_tokenize_action._postgres import PostgresTokenizer
+from datahub_tokenize_action._routing import route
+from datahub_tokenize_action._runner import run_request
+from datahub_tokenize_action._warehouse import Batch
+
+from .harness import HMAC_KEY
+from .test_warehouse_contract import WarehouseContract
+
+pytestmark = pytest.mark.postgres
+
+
+class TestPostgresContract(WarehouseContract):
+    @pytest.fixture
+    def wh(self, pg):
+        return pg
+
+
+def _emails(n: int) -> list[tuple[int, str]]:
+    return [(i, f"user{i}@example.com") for i in range(1, n + 1)]
+
+
+def _fail_on_row(pg, table: str, row_id: int) -> None:
+    """A trigger that raises when the loop writes row ``row_id``."""
+    pg.execute(f"""
+        CREATE FUNCTION boom_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.id = {row_id} THEN RAISE EXCEPTION 'injected failure at row %', NEW.id; END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER boom BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION boom_{table}();
+    """)
+
+
+def test_a_failure_on_the_third_batch_leaves_the_table_unchanged(pg):
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(100))
+    _fail_on_row(pg, table, 25)  # batch_size 10: the third batch holds rows 21-30
+    before = pg.checksum(table)
+    with pytest.raises(WarehouseWriteError, match="injected failure.*nothing was changed"):
+        run_request(pg.config(batch_size=10), TokenizeRequest(pg.urn(table), ("email",)))
+    assert pg.checksum(table) == before
+
+
+def test_commit_every_batch_keeps_finished_batches_and_a_second_run_completes_the_table(pg):
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(100))
+    _fail_on_row(pg, table, 25)
+    config = pg.config(batch_size=10, commit_every_batch=True)
+    with pytest.raises(WarehouseWriteError):
+        run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    tok = config.build_tokenizer()
+    rows = pg.rows(table)
+    assert all(tok.is_token(v) for _, v in rows[:20]) and not any(tok.is_token(v) for _, v in rows[20:])
+    pg.execute(f"DROP TRIGGER boom ON {table}")
+    result = run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    assert (result.values_tokenized, result.values_skipped) == ({"email": 80}, {"email": 20})
+    assert [v for _, v in pg.rows(table)] == [tok.tokenize(e) for _, e in _emails(100)]
+
+
+def test_two_concurrent_runs_tokenize_every_value_exactly_once(pg):
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(3000))
+    config = pg.config(batch_size=100)
+    results, errors = [], []
+
+    def go() -> None:
+        try:
+            results.append(run_request(config, TokenizeRequest(pg.urn(table), ("email",))))
+        except Exception as e:  # pragma: no cover - reported by the assert below
+            errors.append(e)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert sorted(r.rows_updated for r in results) == [0, 3000]
+    tok = config.build_tokenizer()
+    assert [v for _, v in pg.rows(table)] == [tok.tokenize(e) for _, e in _emails(3000)]
+
+
+def test_a_run_waits_for_the_lock_then_fails_with_a_clear_message(pg):
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
+    config = pg.config(lock_timeout_s=0.5)
+    connection, ref = route(pg.urn(table), config.connections)
+    wt = PostgresTokenizer(connection, config.build_tokenizer(), config.run)
+    holder = pg.engine.connect()
+    try:
+        with wt._connect(ref) as c:
+            target = wt.validate(c, ref, ["email"])
+        with wt.lock(holder, target):
+            before = pg.checksum(table)
+            with pytest.raises(LockTimeoutError, match="another tokenization run holds"):
+                run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+            assert pg.checksum(table) == before
+    finally:
+        holder.close()
+        wt.dispose()
+
+
+def test_a_value_changed_since_it_was_read_is_left_alone(pg):
+    table = pg.create_table([("id", "int"), ("email", "text")], [(1, "old@x.com"), (2, "b@x.com")])
+    config = pg.config()
+    connection, ref = route(pg.urn(table), config.connections)
+    wt = PostgresTokenizer(connection, config.build_tokenizer(), config.run)
+    try:
+        with wt._connect(ref) as conn:
+            target = wt.validate(conn, ref, ["email"])
+            pg.execute(f"UPDATE {table} SET email = 'new@x.com' WHERE id = 1")
+            with wt.batch_writer(conn, target) as write:
+                write(Batch(keys=[[1, 2]], plains=[["old@x.com", "b@x.com"]], tokens=[["tok_stale", "tok_fresh"]]))()
+            conn.commit()
+    finally:
+        wt.dispose()
+    assert pg.rows(table) == [(1, "new@x.com"), (2, "tok_fresh")]
+
+
+def test_a_url_naming_another_database_is_refused(pg):
+    config = parse_config({
+        "connections": [{"platform": "postgres", "url": pg.server_url.rstrip("/") + "/otherdb"}],
+        "tokenizer": {"type": "hmac", "key": HMAC_KEY},
+    })
+    with pytest.raises(DatabaseMismatchError, match="'otherdb'"):
+        run_request(config, TokenizeRequest(pg.urn("customers"), ("email",)))
+
+
+def test_an_unreachable_server_is_a_transient_error_without_the_password():
+    config = parse_config({
+        "connections": [{"platform": "postgres", "url": "postgresql+psycopg2://u:S3cretPassw0rd@127.0.0.1:1"}],
+        "tokenizer": {"type": "hmac", "key": HMAC_KEY},
+    })
+    with pytest.raises(WarehouseUnavailableError) as info:
+        run_request(config, TokenizeRequest("urn:li:dataset:(urn:li:dataPlatform:postgres,db.public.t,PROD)", ("e",)))
+    assert info.value.permanent is False
+    assert "S3cretPassw0rd" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+def test_a_unique_not_null_key_stands_in_for_a_missing_primary_key(pg):
+    table = pg.create_table([("code", "text"), ("email", "text")], [("a", "a@x.com"), ("b", "b@x.com")], key=None)
+    pg.execute(f"ALTER TABLE {table} ALTER COLUMN code SET NOT NULL, ADD CONSTRAINT {table}_u UNIQUE (code)")
+    result = run_request(pg.config(), TokenizeRequest(pg.urn(table), ("email",)))
+    assert result.rows_updated == 2
+
+
+def test_configured_key_columns_address_a_table_without_keys(pg):
+    table = pg.create_table([("code", "text"), ("email", "text")], [("a", "a@x.com"), ("b", "b@x.com")], key=None)
+    config = parse_config({
+        "connections": [{"platform": "postgres", "url": pg.server_url, "key_columns": {f"public.{table}": ["code"]}}],
+        "tokenizer": {"type": "hmac", "key": HMAC_KEY},
+    })
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 2

@@ -1,0 +1,177 @@
+"""The statements each dialect issues, compiled with the real dialect (no database needed)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from datahub_tokenize_action import TableRef, parse_config
+from datahub_tokenize_action._postgres import PostgresTokenizer
+from datahub_tokenize_action._warehouse import ColumnInfo, TableDescription, WriteTarget
+
+from .harness import HMAC_KEY
+
+
+def _target(wt, ref, key=("id",), columns=("email", "phone")) -> WriteTarget:
+    desc = TableDescription(
+        columns={c: ColumnInfo(c, "TEXT", True) for c in (*key, *columns)}, primary_key=tuple(key)
+    )
+    return WriteTarget(ref=ref, table=wt.table_clause(ref, [*key, *columns]), key=tuple(key),
+                       columns=tuple(columns), description=desc)
+
+
+def _sql(stmt, dialect) -> str:
+    return " ".join(str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True})).split())
+
+
+def _postgres():
+    config = parse_config({"connections": [{"platform": "postgres", "url": "postgresql+psycopg2://u@h"}],
+                           "tokenizer": {"type": "hmac", "key": HMAC_KEY}})
+    wt = PostgresTokenizer(config.connections[0], config.build_tokenizer(), config.run)
+    ref = TableRef("urn", "postgres", None, "appdb", "public", "customers")
+    return wt, ref
+
+
+def test_postgres_guard_skips_empty_strings_and_tokens_by_regex_and_length():
+    wt, ref = _postgres()
+    target = _target(wt, ref)
+    assert _sql(wt.holds_plaintext(target.table.c.email), postgresql.dialect()) == (
+        "public.customers.email != '' AND NOT (char_length(public.customers.email) BETWEEN 49 AND 64 "
+        "AND public.customers.email ~ '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$')"
+    )
+
+
+def test_postgres_update_sets_a_token_only_where_the_plaintext_read_is_still_there():
+    wt, ref = _postgres()
+    target = _target(wt, ref)
+    stage = sa.table("_tokenize_stage", *(sa.column(c) for c in ("k0", "p0", "t0", "p1", "t1")))
+    assert _sql(wt._update_from(target, stage), postgresql.dialect()) == (
+        "UPDATE public.customers SET "
+        "email=CASE WHEN (_tokenize_stage.t0 IS NOT NULL AND public.customers.email = _tokenize_stage.p0) "
+        "THEN _tokenize_stage.t0 ELSE public.customers.email END, "
+        "phone=CASE WHEN (_tokenize_stage.t1 IS NOT NULL AND public.customers.phone = _tokenize_stage.p1) "
+        "THEN _tokenize_stage.t1 ELSE public.customers.phone END "
+        "FROM _tokenize_stage WHERE public.customers.id = _tokenize_stage.k0 AND "
+        "(_tokenize_stage.t0 IS NOT NULL AND public.customers.email = _tokenize_stage.p0 OR "
+        "_tokenize_stage.t1 IS NOT NULL AND public.customers.phone = _tokenize_stage.p1)"
+    )
+
+
+def test_postgres_keyset_paging_uses_a_row_value_comparison_for_composite_keys():
+    wt, ref = _postgres()
+    target = _target(wt, ref, key=("a", "b"), columns=("email",))
+    assert _sql(wt.keyset_after(target, (1, "x")), postgresql.dialect()) == (
+        "(public.customers.a, public.customers.b) > (1, 'x')"
+    )
+
+
+# -- Databricks ----------------------------------------------------------------------
+
+from databricks.sqlalchemy import DatabricksDialect  # noqa: E402
+
+from datahub_tokenize_action._databricks import DatabricksTokenizer, parse_describe_extended  # noqa: E402
+from datahub_tokenize_action._warehouse import Batch  # noqa: E402
+
+DBX = DatabricksDialect()
+
+
+def _databricks(catalog="main", schema="sales", table="people"):
+    config = parse_config({
+        "connections": [{"platform": "databricks", "host": "adb-1.azuredatabricks.net",
+                         "http_path": "/sql/1.0/warehouses/abc", "token": "dapi-secret"}],
+        "tokenizer": {"type": "hmac", "key": HMAC_KEY},
+    })
+    wt = DatabricksTokenizer(config.connections[0], config.build_tokenizer(), config.run)
+    return wt, TableRef("urn", "databricks", None, catalog, schema, table)
+
+
+def test_databricks_guard_uses_rlike_and_keeps_nulls_out():
+    wt, ref = _databricks()
+    target = _target(wt, ref)
+    assert _sql(wt.holds_plaintext(target.table.c.email), DBX) == (
+        "t.email != '' AND NOT (char_length(t.email) BETWEEN 49 AND 64 AND "
+        "(t.email RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$'))"
+    )
+
+
+def test_databricks_keyset_page_names_catalog_schema_and_table_part_by_part():
+    wt, ref = _databricks()
+    target = _target(wt, ref, key=("region", "id"), columns=("email",))
+    t = target.table
+    stmt = (sa.select(t.c.region, t.c.id, t.c.email)
+            .where(wt.holds_plaintext(t.c.email), wt.keyset_after(target, ("eu", 7)))
+            .order_by(t.c.region, t.c.id).limit(500))
+    assert _sql(stmt, DBX) == (
+        "SELECT t.region, t.id, t.email FROM `main`.`sales`.people AS t "
+        "WHERE t.email != '' AND NOT (char_length(t.email) BETWEEN 49 AND 64 AND "
+        "(t.email RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$')) "
+        "AND (t.region > 'eu' OR t.region = 'eu' AND t.id > 7) ORDER BY t.region, t.id LIMIT 500"
+    )
+
+
+def test_databricks_awkward_names_are_quoted_with_backticks_doubled():
+    wt, ref = _databricks(catalog="my-Cat", schema="Sälës", table="we`ird Table")
+    target = _target(wt, ref, key=("Id",), columns=("e-mail", "名前"))
+    assert wt.qualified_name(ref) == "`my-Cat`.`Sälës`.`we``ird Table`"
+    stmt = sa.select(target.table.c["e-mail"], target.table.c["名前"])
+    assert _sql(stmt, DBX) == "SELECT t.`e-mail`, t.`名前` FROM `my-Cat`.`Sälës`.`we``ird Table` AS t"
+    head, tail = wt.merge_parts(target)
+    assert head == "MERGE INTO `my-Cat`.`Sälës`.`we``ird Table` AS t USING (VALUES "
+    assert "ON t.`Id` = s.k0" in tail and "t.`e-mail` = CASE WHEN s.t0 IS NOT NULL AND t.`e-mail` = s.p0" in tail
+
+
+def test_databricks_merge_for_a_batch_is_compare_and_set_with_escaped_literals():
+    wt, ref = _databricks()
+    target = _target(wt, ref, columns=("email", "phone"))
+    batch = Batch(keys=[[1, 2]], plains=[["it's \\ 'x'", None], ["ünï\ncode", "555"]],
+                  tokens=[["tok_a", None], ["tok_b", "tok_c"]])
+    head, tail = wt.merge_parts(target)
+    [sql] = list(wt.merge_statements(batch, head, tail, wt._literal_renderer(DBX)))
+    assert sql == (
+        "MERGE INTO `main`.`sales`.`people` AS t USING (VALUES "
+        "(1, 'it\\'s \\\\ \\'x\\'', 'tok_a', 'ünï\ncode', 'tok_b'), (2, NULL, NULL, '555', 'tok_c')"
+        ") AS s(k0, p0, t0, p1, t1) ON t.`id` = s.k0 "
+        "WHEN MATCHED AND ((s.t0 IS NOT NULL AND t.`email` = s.p0) OR (s.t1 IS NOT NULL AND t.`phone` = s.p1)) "
+        "THEN UPDATE SET "
+        "t.`email` = CASE WHEN s.t0 IS NOT NULL AND t.`email` = s.p0 THEN s.t0 ELSE t.`email` END, "
+        "t.`phone` = CASE WHEN s.t1 IS NOT NULL AND t.`phone` = s.p1 THEN s.t1 ELSE t.`phone` END"
+    )
+
+
+def test_databricks_merge_splits_big_batches_and_drops_duplicate_keys(monkeypatch):
+    import datahub_tokenize_action._databricks as mod
+
+    monkeypatch.setattr(mod, "MAX_STATEMENT_CHARS", 1000)
+    wt, ref = _databricks()
+    target = _target(wt, ref, columns=("email",))
+    n = 100
+    batch = Batch(keys=[list(range(n)) + [5]], plains=[[f"user{i}@x.com" for i in range(n + 1)]],
+                  tokens=[[f"tok_{i}" for i in range(n + 1)]])
+    head, tail = wt.merge_parts(target)
+    statements = list(wt.merge_statements(batch, head, tail, wt._literal_renderer(DBX)))
+    assert len(statements) > 1 and all(len(s) <= 1000 for s in statements)
+    rows = [r for s in statements for r in s[len(head):s.index(") AS s(")].split("), (")]
+    assert len(rows) == n  # every key once; the duplicate key 5 is left for the next run
+
+
+DESCRIBE_ROWS = [
+    ("id", "bigint", None), ("email", "string", None), ("code", "varchar(12)", None), ("age", "int", None),
+    ("", "", ""), ("# Detailed Table Information", "", ""), ("Catalog", "main", ""),
+    ("Provider", "delta", ""), ("Type", "MANAGED", ""),
+    ("# Constraints", "", ""), ("people_pk", "PRIMARY KEY (`id`, `we``ird`)", ""),
+]
+
+
+def test_databricks_describe_extended_gives_types_widths_key_and_provider():
+    description, provider = parse_describe_extended(DESCRIBE_ROWS)
+    assert provider == "delta"
+    assert description.primary_key == ("id", "we`ird")
+    assert [c for c, info in description.columns.items() if info.is_text] == ["email", "code"]
+    assert description.columns["code"].max_length == 12
+
+
+def test_databricks_url_puts_the_urn_catalog_in_the_connection():
+    wt, ref = _databricks(catalog="hive_metastore")
+    url = wt.build_url(ref)
+    assert url.query["catalog"] == "hive_metastore" and url.query["http_path"] == "/sql/1.0/warehouses/abc"
+    assert "dapi-secret" not in url.render_as_string(hide_password=True)

@@ -1,0 +1,120 @@
+"""Token formats: determinism, recognition, width bounds, plugin loading."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from datahub_tokenize_action import (
+    ConfigError,
+    HmacTokenizer,
+    PocTokenizer,
+    Tokenizer,
+    UnknownTokenizerError,
+    available_tokenizers,
+    load_tokenizer,
+)
+
+KEY = "unit-test-key-0123456789"
+TOKENIZERS = {
+    "hmac": lambda: load_tokenizer("hmac", {"key": KEY}),
+    "poc": lambda: load_tokenizer("poc", {}),
+}
+# Plaintext as it appears in PII columns (the poc format is an encoding: a string shaped
+# exactly like one of its tokens is not realistic plaintext).
+plaintext = st.text(min_size=1).filter(lambda s: not s.startswith("tok_"))
+
+
+@pytest.fixture(params=sorted(TOKENIZERS))
+def tokenizer(request) -> Tokenizer:
+    return TOKENIZERS[request.param]()
+
+
+@settings(max_examples=200)
+@given(value=plaintext)
+def test_every_tokenizer_is_deterministic_and_recognises_its_tokens(value):
+    for make in TOKENIZERS.values():
+        a, b = make(), make()
+        token = a.tokenize(value)
+        assert token == b.tokenize(value)
+        assert a.is_token(token)
+        assert not a.is_token(value)
+        assert a.tokenize(token) == token  # tokenizing a token is a no-op
+        assert a.tokenize_many([value, value]) == [token, token]
+
+
+@settings(max_examples=200)
+@given(value=plaintext)
+def test_tokens_fit_the_announced_maximum_length(value):
+    for make in TOKENIZERS.values():
+        tok = make()
+        assert len(tok.tokenize(value)) <= tok.max_token_length(len(value.encode("utf-8")))
+
+
+@given(value=plaintext)
+def test_the_token_regex_is_anchored_and_agrees_with_is_token(value):
+    for make in TOKENIZERS.values():
+        tok = make()
+        token = tok.tokenize(value)
+        assert re.search(tok.token_regex, token)
+        assert not re.search(tok.token_regex, "x" + token)
+        assert not tok.is_token(token + "!")
+        assert not tok.is_token(token[:-20])
+
+
+def test_the_token_regex_has_no_bounded_repetition_postgres_evaluates_slowly(tokenizer):
+    assert not re.search(r"\{\d", tokenizer.token_regex)
+
+
+@settings(max_examples=100)
+@given(value=st.text(), key=st.text(min_size=16, max_size=200))
+def test_hmac_tokens_are_rfc2104_hmac_sha256_in_base64url(value, key):
+    expected = base64.urlsafe_b64encode(hmac.digest(key.encode(), value.encode(), "sha256")).decode().rstrip("=")
+    tok = load_tokenizer("hmac", {"key": key, "key_id": "k1"})
+    assert tok.tokenize_many([value]) == [f"tok_k1_{expected}"]
+
+
+def test_hmac_tokens_carry_the_key_id_and_differ_per_key():
+    a = load_tokenizer("hmac", {"key": KEY, "key_id": "k2026"})
+    b = load_tokenizer("hmac", {"key": KEY + "-rotated", "key_id": "k2027"})
+    ta, tb = a.tokenize("alice@example.com"), b.tokenize("alice@example.com")
+    assert ta.startswith("tok_k2026_") and tb.startswith("tok_k2027_")
+    assert ta != tb
+    assert b.is_token(ta), "tokens made under an old key are still recognised after rotation"
+
+
+def test_hmac_key_id_defaults_to_a_digest_of_the_key_not_the_key():
+    tok = load_tokenizer("hmac", {"key": KEY})
+    assert re.fullmatch(r"[0-9a-f]{8}", tok.key_id)
+    assert KEY not in repr(tok)
+
+
+def test_hmac_refuses_a_short_key_without_echoing_it():
+    with pytest.raises(ConfigError, match="shorter than 16") as info:
+        load_tokenizer("hmac", {"key": "short-Secret"})
+    assert "short-Secret" not in str(info.value)
+
+
+def test_hmac_refuses_unknown_options():
+    with pytest.raises(ConfigError, match="kee"):
+        load_tokenizer("hmac", {"key": KEY, "kee": 1})
+
+
+def test_poc_is_the_seeds_base64_format():
+    assert PocTokenizer().tokenize("alice@example.com") == "tok_YWxpY2VAZXhhbXBsZS5jb20=_poc"
+
+
+def test_builtins_are_registered_as_entry_points_like_any_plugin():
+    found = available_tokenizers()
+    assert found["hmac"].load() is HmacTokenizer
+    assert found["poc"].load() is PocTokenizer
+
+
+def test_an_unknown_tokenizer_type_names_the_installed_ones():
+    with pytest.raises(UnknownTokenizerError, match="'vault'.*hmac, poc"):
+        load_tokenizer("vault", {})

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import re
-from typing import Any
+from typing import Any, Literal
 
 import expandvars
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from datahub.configuration.common import ConfigModel, ConfigurationError
 from datahub.configuration.config_loader import load_config_file
+from datahub.emitter.mce_builder import make_tag_urn, make_term_urn
 
 from ._exceptions import ConfigError, TokenizeError
 from ._tokenizers import Tokenizer, load_tokenizer
 
 __all__ = [
+    "ColumnSelectionConfig",
     "ConnectionConfig",
+    "PipelineFile",
     "RunOptions",
     "TokenizeConfig",
     "TokenizerConfig",
+    "WriteBackConfig",
     "load_config",
+    "load_pipeline_file",
     "parse_config",
 ]
 
@@ -110,7 +116,7 @@ class RunOptions(ConfigModel):
     """How the update loop runs."""
 
     batch_size: int = Field(
-        default=50_000, ge=1,
+        default=20_000, ge=1,
         description="Rows read, tokenized and written per batch (keyset pages ordered by the key).",
     )
     commit_every_batch: bool = Field(
@@ -135,6 +141,86 @@ class RunOptions(ConfigModel):
     )
 
 
+DEFAULT_NAME_PATTERNS = [
+    r"e_?mail",
+    r"phone|mobile|msisdn|(^|_)tel($|_)",
+    r"(^|_)ssn($|_)|social_?security",
+    r"(^|_)(first|last|full|given|family|middle|sur)_?name($|_)",
+    r"address|street",
+    r"(^|_)(dob|date_?of_?birth|birth_?date|birthday)($|_)",
+]
+
+
+class ColumnSelectionConfig(ConfigModel):
+    """How the action finds the PII columns when the event names none (a dataset-level tag).
+
+    Sources are tried in the order trigger_tag, pii_tags, glossary_terms, name_patterns;
+    the first that finds any column decides, and all columns it finds are tokenized.
+    """
+
+    sources: list[Literal["trigger_tag", "pii_tags", "glossary_terms", "name_patterns"]] = Field(
+        default_factory=lambda: ["trigger_tag", "pii_tags", "glossary_terms", "name_patterns"],
+        description="Which sources to use, from: `trigger_tag` (fields carrying the trigger tag), "
+        "`pii_tags` (fields carrying one of `pii_tags`), `glossary_terms` (fields with one of "
+        "`glossary_terms`), `name_patterns` (text columns whose name matches `name_patterns`). "
+        "They are always tried in that order.",
+    )
+    pii_tags: list[str] = Field(
+        default_factory=lambda: ["urn:li:tag:pii"],
+        description="Tag URNs (or names) that mark a field as PII.",
+    )
+    glossary_terms: list[str] = Field(
+        default_factory=list,
+        description="Glossary term URNs (or names) that mark a field as PII, e.g. "
+        "`urn:li:glossaryTerm:Classification.Sensitive`.",
+    )
+    name_patterns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NAME_PATTERNS),
+        description="Case-insensitive regular expressions searched in column names (email, phone, "
+        "ssn, names, address, date of birth by default). Only string-typed fields are taken.",
+    )
+
+    @field_validator("pii_tags")
+    @classmethod
+    def _tag_urns(cls, v: list[str]) -> list[str]:
+        return [make_tag_urn(t) for t in v]
+
+    @field_validator("glossary_terms")
+    @classmethod
+    def _term_urns(cls, v: list[str]) -> list[str]:
+        return [make_term_urn(t) for t in v]
+
+    @field_validator("name_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"name pattern {pattern!r} is not a regular expression: {e}") from None
+        return v
+
+
+class WriteBackConfig(ConfigModel):
+    """What a run writes back to DataHub (through the `datahub:` section's server)."""
+
+    enabled: bool = Field(default=True, description="Write the outcome back to DataHub at all.")
+    tags: bool = Field(
+        default=True,
+        description="Flip tags: on success remove the trigger tag and add `tokenize/done` + "
+        "`tokenize/status:SUCCESS`; on failure add `tokenize/status:FAILED`.",
+    )
+    run_record: bool = Field(
+        default=True,
+        description="Write the `last_tokenization_run` JSON custom property.",
+    )
+    documentation: bool = Field(
+        default=True,
+        description="Keep a short Markdown summary in a managed section of the dataset's "
+        "documentation (the steward's own text is kept).",
+    )
+
+
 class TokenizeConfig(ConfigModel):
     """``action.config`` of `configs/tokenize.yaml`."""
 
@@ -144,6 +230,22 @@ class TokenizeConfig(ConfigModel):
     )
     tokenizer: TokenizerConfig = Field(description="The token format.")
     run: RunOptions = Field(default_factory=RunOptions, description="Options of the update loop.")
+    trigger_tag: str = Field(
+        default="urn:li:tag:tokenize/run",
+        description="The tag whose addition to a dataset or a column starts a run (URN or name).",
+    )
+    column_selection: ColumnSelectionConfig = Field(
+        default_factory=ColumnSelectionConfig,
+        description="How PII columns are found when the event names none.",
+    )
+    write_back: WriteBackConfig = Field(
+        default_factory=WriteBackConfig, description="What is written back to DataHub after a run."
+    )
+
+    @field_validator("trigger_tag")
+    @classmethod
+    def _trigger_urn(cls, v: str) -> str:
+        return make_tag_urn(v)
 
     @model_validator(mode="after")
     def _tokenizer_builds(self) -> "TokenizeConfig":
@@ -166,9 +268,21 @@ def parse_config(config_dict: dict[str, Any] | None) -> TokenizeConfig:
         raise ConfigError(f"invalid tokenize config: {e}") from None
 
 
-def load_config(path: str | pathlib.Path) -> TokenizeConfig:
-    """Read ``action.config`` from a pipeline YAML, expanding ``${VAR}`` and ``${VAR:-default}``
-    the way ``datahub actions -c`` does."""
+@dataclasses.dataclass(frozen=True)
+class PipelineFile:
+    """What the CLI takes from a pipeline YAML: the action's config and the `datahub:` section."""
+
+    config: TokenizeConfig
+    datahub: dict[str, Any] | None
+
+
+def load_pipeline_file(path: str | pathlib.Path) -> PipelineFile:
+    """Read a pipeline YAML, expanding ``${VAR}`` and ``${VAR:-default}`` the way
+    ``datahub actions -c`` does.
+
+    Raises:
+        ConfigError: unreadable file, unset variable, no ``action.config``, invalid config.
+    """
     try:
         whole = load_config_file(path, allow_remote=False)
     except expandvars.UnboundVariable as e:
@@ -182,4 +296,10 @@ def load_config(path: str | pathlib.Path) -> TokenizeConfig:
     action = whole.get("action") if isinstance(whole, dict) else None
     if not isinstance(action, dict) or not isinstance(action.get("config"), dict):
         raise ConfigError(f"{path}: no `action.config` section; see configs/tokenize.yaml")
-    return parse_config(action["config"])
+    datahub = whole.get("datahub")
+    return PipelineFile(parse_config(action["config"]), datahub if isinstance(datahub, dict) else None)
+
+
+def load_config(path: str | pathlib.Path) -> TokenizeConfig:
+    """``action.config`` of a pipeline YAML (see ``load_pipeline_file``)."""
+    return load_pipeline_file(path).config

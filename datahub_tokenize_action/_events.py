@@ -72,8 +72,9 @@ def parse_event(envelope: EventEnvelope, trigger_tag: str = RUN_TAG) -> Tokenize
         if event.entityType == "schemaField":
             field_urn = SchemaFieldUrn.from_string(event.entityUrn)
             dataset_urn = str(DatasetUrn.from_string(field_urn.parent))
-            column = _column(_parameters(event).get("fieldPath"), field_urn.field_path)
-            return TokenizeRequest(dataset_urn, (column,)) if column else None
+            path = _field_path(_parameters(event).get("fieldPath"), field_urn.field_path)
+            column = get_simple_field_path_from_v2_field_path(path)
+            return TokenizeRequest(dataset_urn, (column,), (path,)) if column else None
     except InvalidUrnError:
         return None
     return None
@@ -89,10 +90,8 @@ def _parameters(event: EntityChangeEventClass) -> Mapping[str, Any]:
     return {}
 
 
-def _column(parameter_path: Any, urn_path: str) -> str:
-    """The column name: the simple form of ``parameters.fieldPath``, else of the URN's path."""
+def _field_path(parameter_path: Any, urn_path: str) -> str:
+    """The field path as DataHub stores it: ``parameters.fieldPath``, else the URN's (decoded)."""
     if isinstance(parameter_path, str) and parameter_path.strip():
-        path = parameter_path
-    else:
-        path = urllib.parse.unquote(urn_path)
-    return get_simple_field_path_from_v2_field_path(path.strip())
+        return parameter_path.strip()
+    return urllib.parse.unquote(urn_path).strip()

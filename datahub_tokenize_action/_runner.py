@@ -1,45 +1,152 @@
-"""One code path from a request to a result, shared by the action and the CLI."""
+"""One code path from a request to a result, shared by the action and the CLI:
+request → route → columns → warehouse loop → result → write-back."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
+import threading
 import uuid
+from typing import Protocol, Sequence
 
+from datahub.metadata.schema_classes import (
+    EditableDatasetPropertiesClass,
+    EditableSchemaMetadataClass,
+    MetadataChangeProposalClass,
+    SchemaMetadataClass,
+    TagPropertiesClass,
+)
+
+from ._columns import select_columns, trigger_field_paths
 from ._config import TokenizeConfig
 from ._dialects import warehouse_for
 from ._exceptions import NoColumnsError, TokenizeError
 from ._request import TokenizeRequest
 from ._result import TokenizeResult
 from ._routing import route
+from ._writeback import outcome_mcps, tag_definition_mcps
 
-__all__ = ["failed_result", "run_request"]
+__all__ = ["Outcome", "failed_result", "run_request", "tokenize_dataset"]
 
 logger = logging.getLogger(__name__)
 
+#: Which write-back option owns which aspect of the outcome MCPs.
+_ASPECT_OPTION = {
+    "globalTags": "tags",
+    "editableSchemaMetadata": "tags",
+    "datasetProperties": "run_record",
+    "editableDatasetProperties": "documentation",
+}
+
+
+class Graph(Protocol):
+    """The part of ``datahub.ingestion.graph.client.DataHubGraph`` this module uses."""
+
+    def get_aspect(self, entity_urn: str, aspect_type: type) -> object | None: ...
+
+    def emit_mcps(self, mcps: Sequence[object]) -> object: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """The result of a run, and the error that failed it (None on success)."""
+
+    result: TokenizeResult
+    error: TokenizeError | None = None
+
+
+def tokenize_dataset(config: TokenizeConfig, request: TokenizeRequest, *, graph: Graph | None = None,
+                     dry_run: bool = False, write_back: bool = True) -> Outcome:
+    """Tokenize one dataset and, with a ``graph``, record the outcome in DataHub.
+
+    Columns come from the request, else from DataHub's schema aspects (needs ``graph``).
+    Returns the outcome; a TokenizeError becomes a FAILED result (and is returned with
+    it). Errors writing to DataHub propagate: the caller retries.
+    """
+    started_at = _now()
+    schema_editable: EditableSchemaMetadataClass | None = None
+    try:
+        connection, ref = route(request.dataset_urn, config.connections)
+        columns = request.columns
+        if not columns and graph is not None:
+            schema = graph.get_aspect(request.dataset_urn, SchemaMetadataClass)
+            schema_editable = graph.get_aspect(request.dataset_urn, EditableSchemaMetadataClass)  # type: ignore[assignment]
+            selection = select_columns(schema, schema_editable, config.column_selection, config.trigger_tag)  # type: ignore[arg-type]
+            columns = selection.columns
+            if columns:
+                logger.info("%s: columns %s chosen by %s", request.dataset_urn, ", ".join(columns), selection.source)
+        if not columns:
+            raise NoColumnsError(
+                f"dataset {request.dataset_urn}: no PII columns found; tag the columns in DataHub with "
+                f"{config.trigger_tag} or a PII tag ({', '.join(config.column_selection.pii_tags)}), or "
+                "configure `column_selection.name_patterns` (with the CLI: --columns a,b)"
+            )
+        warehouse = warehouse_for(connection, config.build_tokenizer(), config.run)
+        try:
+            result = warehouse.run(ref, columns, dry_run=dry_run)
+        finally:
+            warehouse.dispose()
+        outcome = Outcome(result)
+    except TokenizeError as e:
+        logger.error("%s", e)
+        outcome = Outcome(failed_result(request, e, dry_run=dry_run, started_at=started_at), e)
+    if graph is not None and write_back and config.write_back.enabled and not dry_run:
+        _write_back(graph, config, request, outcome.result, schema_editable)
+    return outcome
+
 
 def run_request(config: TokenizeConfig, request: TokenizeRequest, *, dry_run: bool = False) -> TokenizeResult:
-    """Route ``request`` to its warehouse and tokenize its columns.
+    """Tokenize the request's columns without DataHub; raise the TokenizeError on failure."""
+    outcome = tokenize_dataset(config, request, dry_run=dry_run)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.result
 
-    Returns a SUCCESS result; raises a TokenizeError (nothing changed on bad input).
-    """
-    connection, ref = route(request.dataset_urn, config.connections)
-    if not request.columns:
-        raise NoColumnsError(
-            f"dataset {request.dataset_urn}: no columns to tokenize; name them (--columns email,phone) "
-            "or tag them in DataHub"
-        )
-    warehouse = warehouse_for(connection, config.build_tokenizer(), config.run)
-    try:
-        return warehouse.run(ref, request.columns, dry_run=dry_run)
-    finally:
-        warehouse.dispose()
+
+def _write_back(graph: Graph, config: TokenizeConfig, request: TokenizeRequest, result: TokenizeResult,
+                editable: EditableSchemaMetadataClass | None) -> None:
+    options = config.write_back
+    fields: tuple[str, ...] = tuple(request.field_paths)
+    if result.status == "SUCCESS" and options.tags:
+        if editable is None:
+            editable = graph.get_aspect(request.dataset_urn, EditableSchemaMetadataClass)  # type: ignore[assignment]
+        fields = tuple(dict.fromkeys(fields + trigger_field_paths(editable, config.trigger_tag, result.columns)))
+    previous = None
+    if options.documentation:
+        props = graph.get_aspect(request.dataset_urn, EditableDatasetPropertiesClass)
+        previous = getattr(props, "description", None)
+    mcps: list[MetadataChangeProposalClass] = [
+        mcp for mcp in outcome_mcps(result, trigger_tag=config.trigger_tag, fields=fields,
+                                    previous_description=previous)
+        if getattr(options, _ASPECT_OPTION.get(mcp.aspectName or "", "enabled"))
+    ]
+    if options.tags:
+        _define_tags_once(graph)
+    graph.emit_mcps(mcps)
+    logger.info("%s: wrote %s back to DataHub (%d changes)", request.dataset_urn, result.status, len(mcps))
+
+
+_defined_tags_lock = threading.Lock()
+_defined_tags: set[int] = set()
+
+
+def _define_tags_once(graph: Graph) -> None:
+    """Give the action's tags a name and description, once per graph, only where the tag has
+    none yet (so a steward's own wording of them is never overwritten)."""
+    with _defined_tags_lock:
+        if id(graph) in _defined_tags:
+            return
+        missing = [m for m in tag_definition_mcps() if graph.get_aspect(m.entityUrn, TagPropertiesClass) is None]
+        if missing:
+            graph.emit_mcps(missing)
+        _defined_tags.add(id(graph))
 
 
 def failed_result(request: TokenizeRequest, error: BaseException, *, dry_run: bool = False,
                   started_at: str | None = None) -> TokenizeResult:
     """A FAILED result for ``request`` carrying ``error``'s message (already free of secrets)."""
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    now = _now()
     message = str(error) if isinstance(error, TokenizeError) else f"{type(error).__name__}: {error}"
     return TokenizeResult(
         status="FAILED",
@@ -52,3 +159,7 @@ def failed_result(request: TokenizeRequest, error: BaseException, *, dry_run: bo
         error=message,
         error_type=type(error).__name__,
     )
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

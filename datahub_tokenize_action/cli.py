@@ -6,13 +6,16 @@ import argparse
 import json
 import logging
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from ._config import load_config
+if TYPE_CHECKING:
+    from datahub.ingestion.graph.client import DataHubGraph
+
+from ._config import load_pipeline_file
 from ._exceptions import ConfigError, TokenizeError
 from ._request import TokenizeRequest
 from ._result import TokenizeResult
-from ._runner import failed_result, run_request
+from ._runner import failed_result, tokenize_dataset
 
 __all__ = ["main"]
 
@@ -26,8 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", required=True, help="the pipeline YAML (its action.config is read)")
     run.add_argument("--dataset", required=True, help="dataset URN, e.g. "
                      "urn:li:dataset:(urn:li:dataPlatform:postgres,appdb.public.customers,PROD)")
-    run.add_argument("--columns", help="comma-separated columns to tokenize")
+    run.add_argument("--columns", help="comma-separated columns to tokenize (default: chosen through DataHub, "
+                     "as the action does; needs the YAML's `datahub:` section)")
     run.add_argument("--dry-run", action="store_true", help="count what would change; write nothing")
+    run.add_argument("--no-write-back", action="store_true",
+                     help="do not record the outcome in DataHub (tags, run record, summary)")
     run.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return p
@@ -60,15 +66,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     columns = tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
     request = TokenizeRequest(args.dataset, columns)
     try:
-        config = load_config(args.config)
-        result = run_request(config, request, dry_run=args.dry_run)
+        pipeline = load_pipeline_file(args.config)
+        graph = _graph(pipeline.datahub) if pipeline.datahub and (not args.no_write_back or not columns) else None
+        outcome = tokenize_dataset(pipeline.config, request, graph=graph, dry_run=args.dry_run,
+                                   write_back=not args.no_write_back)
     except TokenizeError as e:
         if args.json:
             print(json.dumps(failed_result(request, e, dry_run=args.dry_run).to_dict()))
         print(f"datahub-tokenize: error: {e}", file=sys.stderr)
         return EXIT_USAGE if isinstance(e, ConfigError) else EXIT_FAILED
-    print(json.dumps(result.to_dict()) if args.json else _summary(result))
+    print(json.dumps(outcome.result.to_dict()) if args.json else _summary(outcome.result))
+    if outcome.error is not None:
+        print(f"datahub-tokenize: error: {outcome.error}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(outcome.error, ConfigError) else EXIT_FAILED
     return EXIT_OK
+
+
+def _graph(section: dict) -> "DataHubGraph":
+    """The DataHub client of the YAML's ``datahub:`` section (as the actions CLI builds it)."""
+    from datahub.ingestion.graph.client import DatahubClientConfig, DataHubGraph
+
+    try:
+        return DataHubGraph(DatahubClientConfig.model_validate(section))
+    except ValueError as e:
+        raise ConfigError(f"invalid `datahub:` section: {e}") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

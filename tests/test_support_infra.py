@@ -28,7 +28,6 @@ from datahub_actions.event.event_registry import ENTITY_CHANGE_EVENT_V1_TYPE, En
 from tests.support.kafka import PLATFORM_EVENT_TOPIC, entity_change_event, kafka_source_config
 from tests.support.pipeline import RecordingSink, running_pipeline
 
-# Redundant once tests/conftest.py lists it; harmless either way (a plugin loads once).
 
 pytestmark = pytest.mark.e2e
 

@@ -1,0 +1,75 @@
+"""The ``tokenize`` action of the DataHub Actions framework.
+
+Registered as entry point ``tokenize`` in ``datahub_actions.action.plugins``: with this
+package installed, ``type: tokenize`` works in the stock ``datahub actions`` CLI.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+from datahub_actions.action.action import Action
+from datahub_actions.event.event_envelope import EventEnvelope
+from datahub_actions.pipeline.pipeline_context import PipelineContext
+
+from ._config import TokenizeConfig
+from ._events import parse_event
+from ._exceptions import TokenizeError
+from ._runner import tokenize_dataset
+
+__all__ = ["TokenizeAction"]
+
+logger = logging.getLogger(__name__)
+
+
+class TokenizeAction(Action):
+    """Tokenizes a dataset's PII columns when the trigger tag is added to it or to a column.
+
+    Failures raise, so the pipeline's retry (``options.retry_count``) and its failed-events
+    log see them. A transient failure (warehouse unreachable, table locked) is retried for
+    real; safe, because a run skips values that already are tokens. A permanent one (bad
+    input) is not: the pipeline's retries of that same event re-raise the remembered error
+    without touching the warehouse or DataHub again.
+    """
+
+    _REMEMBERED_FAILURES = 64
+
+    def __init__(self, config: TokenizeConfig, ctx: PipelineContext):
+        self.config = config
+        self.ctx = ctx
+        self.graph = ctx.graph.graph if ctx.graph is not None else None
+        self._permanent_failures: collections.OrderedDict[int, tuple[EventEnvelope, TokenizeError]] = (
+            collections.OrderedDict()
+        )
+        if self.graph is None:
+            logger.warning(
+                "pipeline %s has no `datahub:` section: columns must be tagged one by one (a dataset-level "
+                "tag cannot look them up) and nothing is written back to DataHub", ctx.pipeline_name,
+            )
+
+    @classmethod
+    def create(cls, config_dict: dict, ctx: PipelineContext) -> "TokenizeAction":
+        config = TokenizeConfig.model_validate(config_dict or {})
+        return cls(config, ctx)
+
+    def act(self, event: EventEnvelope) -> None:
+        remembered = self._permanent_failures.get(id(event))
+        if remembered is not None and remembered[0] is event:
+            raise remembered[1]  # a pipeline retry of a permanent failure: nothing to redo
+        request = parse_event(event, self.config.trigger_tag)
+        if request is None:
+            return
+        logger.info("tokenize %s%s", request.dataset_urn,
+                    f" columns {', '.join(request.columns)}" if request.columns else "")
+        outcome = tokenize_dataset(self.config, request, graph=self.graph)
+        if outcome.error is None:
+            return
+        if outcome.error.permanent:
+            self._permanent_failures[id(event)] = (event, outcome.error)
+            while len(self._permanent_failures) > self._REMEMBERED_FAILURES:
+                self._permanent_failures.popitem(last=False)
+        raise outcome.error
+
+    def close(self) -> None:
+        pass

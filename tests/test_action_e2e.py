@@ -1,0 +1,230 @@
+"""End to end: tag event on Kafka → stock pipeline from configs/tokenize.yaml → our action →
+a real Postgres table → what GMS receives. No Docker: librdkafka's mock cluster, a local
+schema registry and a recording GMS stand in for the servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+from datahub.configuration.config_loader import load_config_file
+from datahub.metadata.schema_classes import (
+    EditableSchemaFieldInfoClass,
+    EditableSchemaMetadataClass,
+    GlobalTagsClass,
+    NumberTypeClass,
+    OtherSchemaClass,
+    SchemaFieldClass,
+    SchemaFieldDataTypeClass,
+    SchemaMetadataClass,
+    StringTypeClass,
+    TagAssociationClass,
+)
+
+from tests.support.kafka import entity_change_event
+from tests.support.pipeline import running_pipeline, wait_until
+
+from datahub_tokenize_action import load_tokenizer
+
+from .harness import HMAC_KEY
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "tokenize.yaml"
+RUN, DONE = "urn:li:tag:tokenize/run", "urn:li:tag:tokenize/done"
+SUCCESS, FAILED = "urn:li:tag:tokenize/status:SUCCESS", "urn:li:tag:tokenize/status:FAILED"
+SHIPPED_TOKENIZER = load_tokenizer("hmac", {"key": HMAC_KEY, "key_id": "k1"})  # configs/tokenize.yaml's key id
+PEOPLE = [(1, "alice@example.com", "+1-555-0100", "keep me"), (2, "bob@example.com", None, "and me")]
+
+
+def _schema(fields: dict[str, str], field_tags: dict[str, str] | None = None) -> SchemaMetadataClass:
+    types = {"string": StringTypeClass(), "number": NumberTypeClass()}
+    return SchemaMetadataClass(
+        schemaName="t", platform="urn:li:dataPlatform:postgres", version=0, hash="",
+        platformSchema=OtherSchemaClass(rawSchema=""),
+        fields=[SchemaFieldClass(fieldPath=name, type=SchemaFieldDataTypeClass(type=types[t]), nativeDataType=t)
+                for name, t in fields.items()],
+    )
+
+
+@pytest.fixture
+def stack(pg, gms_server, kafka_cluster, schema_registry, platform_event_producer, tmp_path, monkeypatch):
+    """Environment for configs/tokenize.yaml pointing at the test servers; yields helpers."""
+    url = sa.make_url(pg.server_url)
+    env = {
+        "KAFKA_BOOTSTRAP_SERVER": kafka_cluster.bootstrap,
+        "SCHEMA_REGISTRY_URL": schema_registry.url,
+        "TOKENIZE_AUTO_OFFSET_RESET": "earliest",
+        "PG_USER": url.username or "postgres", "PG_PASSWORD": "unused-under-trust-auth",
+        "PG_HOST": url.host, "PG_PORT": str(url.port),
+        "TOKENIZE_HMAC_KEY": HMAC_KEY,
+        "DATAHUB_GMS_URL": gms_server.url,
+        "TOKENIZE_FAILED_EVENTS_DIR": str(tmp_path / "failed"),
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+    class Stack:
+        def table(self, rows=PEOPLE, editable_tags: dict[str, str] | None = None):
+            name = pg.create_table([("id", "int"), ("email", "text"), ("phone", "text"), ("note", "text")], rows)
+            urn = pg.urn(name)
+            gms_server.put_aspect(urn, _schema({"id": "number", "email": "string", "phone": "string",
+                                                "note": "string"}))
+            if editable_tags:
+                gms_server.put_aspect(urn, EditableSchemaMetadataClass(editableSchemaFieldInfo=[
+                    EditableSchemaFieldInfoClass(fieldPath=f, globalTags=GlobalTagsClass([TagAssociationClass(t)]))
+                    for f, t in editable_tags.items()
+                ]))
+            return name, urn
+
+        def dataset_tag(self, urn, tag=RUN, operation="ADD"):
+            platform_event_producer.produce_entity_change_event(
+                entity_change_event(urn, "TAG", operation, modifier=tag, parameters={"tagUrn": tag}))
+
+        def field_tag(self, urn, field, tag=RUN):
+            platform_event_producer.produce_entity_change_event(entity_change_event(
+                f"urn:li:schemaField:({urn},{field})", "TAG", "ADD", modifier=tag,
+                parameters={"tagUrn": tag, "fieldPath": field, "parentUrn": urn}))
+
+        def runs(self, urn):
+            """The run records GMS received for ``urn``, oldest first."""
+            records = []
+            for mcp in gms_server.mcps(entity_urn=urn, aspect_name="datasetProperties"):
+                for op in mcp.patch:
+                    if op["path"].endswith("last_tokenization_run"):
+                        records.append(json.loads(op["value"]))
+            return records
+
+        def wait_runs(self, urn, n, timeout=60):
+            return wait_until(lambda: len(self.runs(urn)) >= n and self.runs(urn), timeout,
+                              f"{n} run record(s) for {urn} in GMS")
+
+        def tags(self, urn):
+            """(added, removed) dataset tags over all globalTags patches for ``urn``."""
+            added, removed = [], []
+            for mcp in gms_server.mcps(entity_urn=urn, aspect_name="globalTags"):
+                for op in mcp.patch:
+                    tag = op["path"].rsplit("/", 1)[-1].replace("~1", "/")
+                    (added if op["op"] == "add" else removed).append(tag)
+            return added, removed
+
+        def pipeline_config(self):
+            return load_config_file(CONFIG)
+
+    return Stack()
+
+
+def test_a_dataset_tag_tokenizes_the_pii_columns_and_gms_receives_the_outcome(stack, pg, gms_server):
+    name, urn = stack.table()
+    with running_pipeline(stack.pipeline_config()):
+        stack.dataset_tag(urn)
+        [record] = stack.wait_runs(urn, 1)
+    assert record["status"] == "SUCCESS" and record["columns"] == ["email", "phone"]
+    assert record["counts"]["rows_updated"] == 2 and record["tokenizer"] == "hmac"
+    rows = pg.rows(name)
+    tok = SHIPPED_TOKENIZER
+    assert [r[1] for r in rows] == [tok.tokenize("alice@example.com"), tok.tokenize("bob@example.com")]
+    assert [r[2] for r in rows] == [tok.tokenize("+1-555-0100"), None]
+    assert [r[3] for r in rows] == ["keep me", "and me"], "a column matching no PII rule is left alone"
+    added, removed = stack.tags(urn)
+    assert {DONE, SUCCESS} <= set(added) and {RUN, FAILED} <= set(removed)
+    docs = gms_server.mcps(entity_urn=urn, aspect_name="editableDatasetProperties")
+    assert docs and "tokenize:begin" in json.dumps(docs[-1].patch)
+    assert HMAC_KEY not in json.dumps([r.json for r in gms_server.requests()], default=str)
+
+
+def test_a_field_tag_tokenizes_only_that_field_and_untags_it(stack, pg, gms_server):
+    name, urn = stack.table(editable_tags={"phone": RUN})
+    with running_pipeline(stack.pipeline_config()):
+        stack.field_tag(urn, "phone")
+        [record] = stack.wait_runs(urn, 1)
+    assert record["columns"] == ["phone"]
+    rows = pg.rows(name)
+    assert [r[1] for r in rows] == ["alice@example.com", "bob@example.com"]
+    field_patches = gms_server.mcps(entity_urn=urn, aspect_name="editableSchemaMetadata")
+    assert any(op["op"] == "remove" and "phone" in op["path"] and "tokenize~1run" in op["path"]
+               for m in field_patches for op in m.patch)
+
+
+def test_field_tags_on_a_dataset_event_choose_the_columns(stack, pg):
+    name, urn = stack.table(editable_tags={"note": RUN})
+    with running_pipeline(stack.pipeline_config()):
+        stack.dataset_tag(urn)
+        [record] = stack.wait_runs(urn, 1)
+    assert record["columns"] == ["note"]
+    assert [r[1] for r in pg.rows(name)] == ["alice@example.com", "bob@example.com"]
+
+
+def test_a_duplicate_event_changes_no_row_and_reports_success_again(stack, pg):
+    name, urn = stack.table()
+    with running_pipeline(stack.pipeline_config()):
+        stack.dataset_tag(urn)
+        stack.wait_runs(urn, 1)
+        after_first = pg.checksum(name)
+        stack.dataset_tag(urn)
+        first, second = stack.wait_runs(urn, 2)
+    assert first["counts"]["rows_updated"] == 2
+    assert second["status"] == "SUCCESS" and second["counts"]["rows_updated"] == 0
+    assert second["counts"]["values_skipped"] == {"email": 2, "phone": 1}
+    assert pg.checksum(name) == after_first
+
+
+def test_a_missing_table_ends_failed_with_a_failed_events_line_and_no_change(stack, pg, tmp_path):
+    name, urn = stack.table()
+    before = pg.checksum(name)
+    missing = pg.urn("no_such_table")
+    stack.dataset_tag(missing)  # GMS has no schema for it: no column is found
+    with running_pipeline(stack.pipeline_config()):
+        stack.field_tag(missing, "email")
+        records = stack.wait_runs(missing, 2)
+        log = tmp_path / "failed" / "tokenize" / "failed_events.log"
+        wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, 30, "two failed events logged")
+    assert [r["status"] for r in records] == ["FAILED", "FAILED"]
+    by_type = {r["error_type"]: r["error"] for r in records}  # two keys, two partitions: any order
+    assert "tag the columns" in by_type["NoColumnsError"]
+    assert "does not exist" in by_type["TableNotFoundError"]
+    assert len(stack.runs(missing)) == 2, "a permanent failure is not re-run by the pipeline's retries"
+    added, _ = stack.tags(missing)
+    assert FAILED in added and DONE not in added
+    assert pg.checksum(name) == before
+
+
+def test_an_unrelated_tag_or_a_removal_changes_nothing(stack, pg, gms_server):
+    name, urn = stack.table()
+    other, other_urn = stack.table()
+    before = pg.checksum(name)
+    with running_pipeline(stack.pipeline_config()):
+        stack.dataset_tag(urn, tag="urn:li:tag:pii")
+        stack.dataset_tag(urn, operation="REMOVE")
+        stack.dataset_tag(urn, tag=DONE)  # what our own write-back looks like
+        stack.dataset_tag(other_urn)  # a sentinel: once it is done, the events before it were seen
+        stack.wait_runs(other_urn, 1)
+    assert pg.checksum(name) == before
+    assert gms_server.mcps(entity_urn=urn) == []
+
+
+def test_the_stock_datahub_actions_cli_runs_the_shipped_config(stack, pg):
+    name, urn = stack.table()
+    datahub = os.path.join(os.path.dirname(sys.executable), "datahub")
+    proc = subprocess.Popen([datahub, "actions", "-c", str(CONFIG)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        stack.dataset_tag(urn)
+        [record] = stack.wait_runs(urn, 1, timeout=120)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+    assert record["status"] == "SUCCESS" and record["counts"]["rows_updated"] == 2, out[-3000:]
+    tok = SHIPPED_TOKENIZER
+    assert pg.rows(name)[0][1] == tok.tokenize("alice@example.com")
+    assert HMAC_KEY not in out and "unused-under-trust-auth" not in out

@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: venv postgres demo test test-fast bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# The tests, the demo and the benchmark start their own throwaway PostgreSQL from the
+# system's server binaries; install them when they are missing (Debian/Ubuntu).
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
+	else echo "installing postgresql (server binaries for the throwaway test cluster)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql postgresql-contrib >/dev/null; fi
+
+# Seeds a `customers` table in a throwaway Postgres, runs `datahub-tokenize run` twice.
+demo: venv postgres
+	$(PY) -m datahub_tokenize_action.testing.demo
+
+test: venv postgres
+	$(VENV)/bin/pytest tests -q -p no:cacheprovider
+
+bench: venv postgres
+	$(PY) benchmarks/bench_postgres.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -14,8 +14,25 @@ from ._config import (
     parse_config,
 )
 from ._events import parse_event
-from ._exceptions import *  # noqa: F401,F403
-from ._exceptions import __all__ as _exception_names
+from ._exceptions import (
+    ColumnNotFoundError,
+    ConfigError,
+    DatabaseMismatchError,
+    InvalidDatasetError,
+    InvalidTargetError,
+    LockTimeoutError,
+    NoColumnsError,
+    NoConnectionError,
+    NoKeyError,
+    NotDeltaTableError,
+    TableNotFoundError,
+    TokenTooLongError,
+    TokenizeError,
+    UnknownTokenizerError,
+    UnsupportedColumnTypeError,
+    WarehouseUnavailableError,
+    WarehouseWriteError,
+)
 from ._request import TokenizeRequest
 from ._result import TokenizeResult
 from ._routing import TableRef, route
@@ -50,5 +67,21 @@ __all__ = [
     "load_tokenizer",
     "parse_config",
     "route",
-    *_exception_names,
+    "ColumnNotFoundError",
+    "ConfigError",
+    "DatabaseMismatchError",
+    "InvalidDatasetError",
+    "InvalidTargetError",
+    "LockTimeoutError",
+    "NoColumnsError",
+    "NoConnectionError",
+    "NoKeyError",
+    "NotDeltaTableError",
+    "TableNotFoundError",
+    "TokenTooLongError",
+    "TokenizeError",
+    "UnknownTokenizerError",
+    "UnsupportedColumnTypeError",
+    "WarehouseUnavailableError",
+    "WarehouseWriteError",
 ]

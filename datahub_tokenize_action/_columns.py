@@ -71,6 +71,11 @@ def _fields(schema: SchemaMetadataClass | None, editable: EditableSchemaMetadata
     return fields
 
 
+def _is_member(name: str, fields: dict[str, _Field]) -> bool:
+    parts = name.split(".")
+    return any(".".join(parts[:i]) in fields for i in range(1, len(parts)))
+
+
 def trigger_field_paths(editable: EditableSchemaMetadataClass | None, trigger_tag: str,
                         columns: Iterable[str]) -> tuple[str, ...]:
     """The stored (possibly v2) field paths of ``columns`` that carry ``trigger_tag`` in the
@@ -95,6 +100,9 @@ def select_columns(schema: SchemaMetadataClass | None, editable: EditableSchemaM
         "glossary_terms": lambda f: bool(f.terms & terms),
         "name_patterns": lambda f: f.is_string and any(p.search(f.path) for p in patterns),
     }
+    # Members of struct columns (``contact.email``) cannot be updated on their own: only
+    # top-level columns are candidates.
+    fields = {name: f for name, f in fields.items() if not _is_member(name, fields)}
     for source in ("trigger_tag", "pii_tags", "glossary_terms", "name_patterns"):
         if source not in config.sources:
             continue

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 from typing import Any, Literal, Mapping
 
-__all__ = ["TokenizeResult", "Status"]
+__all__ = ["TokenizeResult", "Status", "utc_now"]
+
+
+def utc_now() -> str:
+    """The current UTC time as the result's timestamps spell it (ISO 8601, seconds)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 Status = Literal["SUCCESS", "FAILED"]
 

@@ -4,7 +4,6 @@ request → route → columns → warehouse loop → result → write-back."""
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import logging
 import threading
 import uuid
@@ -23,7 +22,7 @@ from ._config import TokenizeConfig
 from ._dialects import warehouse_for
 from ._exceptions import NoColumnsError, TokenizeError
 from ._request import TokenizeRequest
-from ._result import TokenizeResult
+from ._result import TokenizeResult, utc_now
 from ._routing import route
 from ._writeback import outcome_mcps, tag_definition_mcps
 
@@ -64,7 +63,7 @@ def tokenize_dataset(config: TokenizeConfig, request: TokenizeRequest, *, graph:
     Returns the outcome; a TokenizeError becomes a FAILED result (and is returned with
     it). Errors writing to DataHub propagate: the caller retries.
     """
-    started_at = _now()
+    started_at = utc_now()
     schema_editable: EditableSchemaMetadataClass | None = None
     try:
         connection, ref = route(request.dataset_urn, config.connections)
@@ -76,6 +75,12 @@ def tokenize_dataset(config: TokenizeConfig, request: TokenizeRequest, *, graph:
             columns = selection.columns
             if columns:
                 logger.info("%s: columns %s chosen by %s", request.dataset_urn, ", ".join(columns), selection.source)
+        if not columns and graph is None:
+            raise NoColumnsError(
+                f"dataset {request.dataset_urn}: the event names no column and there is no `datahub:` "
+                f"section to look them up; tag the columns one by one with {config.trigger_tag}, add a "
+                "`datahub:` section (server, token) to the pipeline file, or with the CLI pass --columns a,b"
+            )
         if not columns:
             raise NoColumnsError(
                 f"dataset {request.dataset_urn}: no PII columns found; tag the columns in DataHub with "
@@ -146,7 +151,7 @@ def _define_tags_once(graph: Graph) -> None:
 def failed_result(request: TokenizeRequest, error: BaseException, *, dry_run: bool = False,
                   started_at: str | None = None) -> TokenizeResult:
     """A FAILED result for ``request`` carrying ``error``'s message (already free of secrets)."""
-    now = _now()
+    now = utc_now()
     message = str(error) if isinstance(error, TokenizeError) else f"{type(error).__name__}: {error}"
     return TokenizeResult(
         status="FAILED",
@@ -159,7 +164,3 @@ def failed_result(request: TokenizeRequest, error: BaseException, *, dry_run: bo
         error=message,
         error_type=type(error).__name__,
     )
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-import datetime as _dt
 import logging
 import time
 import uuid
@@ -45,7 +44,7 @@ from ._exceptions import (
     WarehouseUnavailableError,
     WarehouseWriteError,
 )
-from ._result import TokenizeResult
+from ._result import TokenizeResult, utc_now
 from ._routing import TableRef
 from ._tokenizers import Tokenizer
 
@@ -409,8 +408,8 @@ class WarehouseTokenizer(abc.ABC):
                 raise TokenTooLongError(
                     f"dataset {target.ref.dataset_urn}: column {c!r} is "
                     f"{target.description.columns[c].type_name}, but tokens of its longest value "
-                    f"({longest} bytes) need up to {need} characters; widen the column "
-                    f"(e.g. ALTER TABLE ... ALTER COLUMN {c} TYPE varchar({need})) or use text"
+                    f"({longest} bytes) need up to {need} characters; widen the column to at least "
+                    f"{need} characters (or an unbounded text type) and run again"
                 )
 
     # ------------------------------------------------------------------ loop
@@ -422,7 +421,7 @@ class WarehouseTokenizer(abc.ABC):
         single-transaction mode nothing is left changed.
         """
         started = time.monotonic()
-        started_at = _now()
+        started_at = utc_now()
         run_id = uuid.uuid4().hex
         columns = tuple(dict.fromkeys(columns))
         with self._connect(ref) as conn:
@@ -468,7 +467,7 @@ class WarehouseTokenizer(abc.ABC):
             key_id=self.tokenizer.key_id,
             run_id=run_id,
             started_at=started_at,
-            ended_at=_now(),
+            ended_at=utc_now(),
         )
         logger.info(
             "%s %s: %d rows scanned, %d rows %s, %s values tokenized, %s already tokens, in %.1fs",
@@ -608,10 +607,6 @@ class _Progress:
             pct,
             rate,
         )
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _first_line(err: BaseException | None) -> str:

@@ -7,8 +7,10 @@ interface and run once per warehouse.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import uuid
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -71,6 +73,165 @@ class PostgresHarness:
     def config(self, tokenizer: dict[str, Any] | None = None, **run: Any) -> TokenizeConfig:
         return parse_config({
             "connections": [{"platform": "postgres", "url": self.server_url}],
+            "tokenizer": tokenizer or {"type": "hmac", "key": HMAC_KEY},
+            "run": run,
+        })
+
+
+#: What the live Databricks tests need; each is read from the environment.
+DATABRICKS_VARIABLES = (
+    "DATABRICKS_SERVER_HOSTNAME",
+    "DATABRICKS_HTTP_PATH",
+    "DATABRICKS_TOKEN",
+    "DATABRICKS_TEST_CATALOG",
+    "DATABRICKS_TEST_SCHEMA",
+)
+
+
+def missing_databricks_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The names of ``DATABRICKS_VARIABLES`` that are unset or blank in ``environ``."""
+    environ = os.environ if environ is None else environ
+    return [name for name in DATABRICKS_VARIABLES if not (environ.get(name) or "").strip()]
+
+
+def databricks_skip_reason(missing: Sequence[str]) -> str:
+    return f"live Databricks: {', '.join(missing)} not set (the test catalog must be a Unity Catalog one)"
+
+
+class DatabricksHarness:
+    """Delta tables in a Unity Catalog schema of a live SQL warehouse.
+
+    Tables are ``USING DELTA`` with a unique name; with a ``key``, its columns are NOT NULL
+    and declared by an informational ``PRIMARY KEY`` constraint (Unity Catalog), which is
+    what the dialect reads as the key. Rows are inserted as literals rendered by the
+    databricks dialect (native parameters stop at 255 markers per statement).
+    """
+
+    platform = "databricks"
+    supports_transactions = False
+    types = {"int": "INT", "bigint": "BIGINT", "text": "STRING", "date": "DATE"}
+    #: Characters of inline rows per INSERT statement.
+    max_insert_chars = 500_000
+
+    def __init__(self, host: str, http_path: str, token: str, catalog: str, schema: str):
+        # The workspace URL as the browser shows it is a common way to write the host.
+        host = host.strip().removeprefix("https://").rstrip("/")
+        self.host = host
+        self.http_path = http_path
+        self.token = token
+        self.catalog = catalog
+        self.schema = schema
+        self.engine = sa.create_engine(
+            sa.engine.URL.create(
+                "databricks", username="token", password=token, host=host,
+                query={"http_path": http_path, "catalog": catalog, "schema": schema},
+            ),
+            poolclass=sa.pool.NullPool,
+        )
+        self._preparer = self.engine.dialect.identifier_preparer
+        self._string = self.engine.dialect.type_descriptor(sa.String()).literal_processor(self.engine.dialect)
+        self._created: list[str] = []
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "DatabricksHarness":
+        environ = os.environ if environ is None else environ
+        missing = missing_databricks_variables(environ)
+        if missing:
+            raise RuntimeError(databricks_skip_reason(missing))
+        return cls(*(environ[name].strip() for name in DATABRICKS_VARIABLES))
+
+    def close(self) -> None:
+        try:
+            for name in self._created:
+                self.execute(f"DROP TABLE IF EXISTS {self.qualified(name)}")
+            self._created.clear()
+        finally:
+            self.engine.dispose()
+
+    def sql_type(self, t: str) -> str:
+        m = re.fullmatch(r"varchar\((\d+)\)", t, re.IGNORECASE)
+        if m:
+            return f"VARCHAR({m.group(1)})"
+        return self.types.get(t, t)
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        with self.engine.connect() as conn:
+            result = conn.execute(sa.text(sql), params or {})
+            rows = result.fetchall() if result.returns_rows else None
+            conn.commit()
+            return rows
+
+    def quote(self, name: str) -> str:
+        return self._preparer.quote_identifier(name)
+
+    def qualified(self, name: str) -> str:
+        return f"{self.quote(self.catalog)}.{self.quote(self.schema)}.{self.quote(name)}"
+
+    def literal(self, value: Any) -> str:
+        """``value`` as a Databricks SQL literal, rendered by the dialect."""
+        if value is None:
+            return "NULL"
+        if isinstance(value, str):
+            return self._string(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return str(sa.literal(value).compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
+        return str(value)
+
+    def insert_statements(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+        """INSERT statements with inline rows, each under ``max_insert_chars``."""
+        head = f"INSERT INTO {self.qualified(name)} ({', '.join(self.quote(c) for c in columns)}) VALUES "
+        statements: list[str] = []
+        chunk: list[str] = []
+        size = 0
+        for row in rows:
+            text = "(" + ", ".join(self.literal(v) for v in row) + ")"
+            if chunk and size + len(text) > self.max_insert_chars:
+                statements.append(head + ", ".join(chunk))
+                chunk, size = [], 0
+            chunk.append(text)
+            size += len(text) + 2
+        if chunk:
+            statements.append(head + ", ".join(chunk))
+        return statements
+
+    def create_table_sql(self, name: str, columns: Sequence[tuple[str, str]], key: Sequence[str] | None) -> str:
+        key = tuple(key or ())
+        cols = [
+            f"{self.quote(c)} {self.sql_type(t)}{' NOT NULL' if c in key else ''}" for c, t in columns
+        ]
+        if key:
+            cols.append(
+                f"CONSTRAINT {self.quote(name + '_pk')} PRIMARY KEY ({', '.join(self.quote(k) for k in key)})"
+            )
+        return f"CREATE TABLE {self.qualified(name)} ({', '.join(cols)}) USING DELTA"
+
+    def create_table(self, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]],
+                     key: Sequence[str] | None = ("id",), name: str | None = None) -> str:
+        """Create a Delta table with ``columns`` [(name, type)] and insert ``rows``; returns its name."""
+        name = name or f"t_{uuid.uuid4().hex[:10]}"
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql(self.create_table_sql(name, columns, key))
+            self._created.append(name)
+            for sql in self.insert_statements(name, [c for c, _ in columns], rows):
+                conn.exec_driver_sql(sql)
+            conn.commit()
+        return name
+
+    def rows(self, name: str, order_by: str = "id") -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.execute(f"SELECT * FROM {self.qualified(name)} ORDER BY {self.quote(order_by)}")]
+
+    def checksum(self, name: str, columns: Sequence[str] | None = None, order_by: str = "id") -> str:
+        cols = ", ".join(self.quote(c) for c in columns) if columns else "*"
+        rows = self.execute(f"SELECT {cols} FROM {self.qualified(name)} ORDER BY {self.quote(order_by)}")
+        return hashlib.sha256(repr([tuple(r) for r in rows]).encode()).hexdigest()
+
+    def urn(self, name: str) -> str:
+        return f"urn:li:dataset:(urn:li:dataPlatform:databricks,{self.catalog}.{self.schema}.{name},PROD)"
+
+    def config(self, tokenizer: dict[str, Any] | None = None, **run: Any) -> TokenizeConfig:
+        return parse_config({
+            "connections": [{"platform": "databricks", "host": self.host, "http_path": self.http_path,
+                             "token": self.token}],
             "tokenizer": tokenizer or {"type": "hmac", "key": HMAC_KEY},
             "run": run,
         })

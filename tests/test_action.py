@@ -1,0 +1,285 @@
+"""TokenizeAction as the actions pipeline drives it: ``create`` from the YAML's config,
+then ``act`` on genuine event envelopes, again on the same envelope when the pipeline
+retries a failure (``options.retry_count``).
+
+Envelopes are built the way the stock Kafka source builds them (see test_events.py).
+No ``datahub:`` section here (``graph=None``): nothing is written back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from datahub.metadata.schema_classes import GenericPayloadClass
+from datahub_actions.event.event_envelope import EventEnvelope
+from datahub_actions.event.event_registry import ENTITY_CHANGE_EVENT_V1_TYPE
+from datahub_actions.pipeline.pipeline_context import PipelineContext
+from datahub_actions.plugin.source.kafka.kafka_event_source import build_entity_change_event
+from pydantic import ValidationError
+
+import datahub_tokenize_action._action as action_module
+from datahub_tokenize_action import (
+    NoColumnsError,
+    TableNotFoundError,
+    WarehouseUnavailableError,
+)
+from datahub_tokenize_action._action import TokenizeAction
+from datahub_tokenize_action._runner import Outcome, failed_result
+
+from .harness import HMAC_KEY
+
+RUN_TAG = "urn:li:tag:tokenize/run"
+AUDIT = {"actor": "urn:li:corpuser:jdoe", "time": 1649953100653}
+PASSWORD = "S3cretPassw0rd"
+UNREACHABLE = f"postgresql+psycopg2://tokenize:{PASSWORD}@127.0.0.1:1"
+UNREACHABLE_DATASET = "urn:li:dataset:(urn:li:dataPlatform:postgres,appdb.public.customers,PROD)"
+
+
+def envelope(ece: dict[str, Any]) -> EventEnvelope:
+    payload = GenericPayloadClass(value=json.dumps(ece).encode(), contentType="application/json")
+    meta = {"kafka": {"topic": "PlatformEvent_v1", "offset": 7, "partition": 0}}
+    return EventEnvelope(ENTITY_CHANGE_EVENT_V1_TYPE, build_entity_change_event(payload), meta)
+
+
+def dataset_tag(dataset_urn: str, tag: str = RUN_TAG, operation: str = "ADD") -> EventEnvelope:
+    return envelope({
+        "entityUrn": dataset_urn, "entityType": "dataset", "category": "TAG", "operation": operation,
+        "modifier": tag, "parameters": {"tagUrn": tag}, "auditStamp": AUDIT, "version": 0,
+    })
+
+
+def field_tag(dataset_urn: str, field_path: str, tag: str = RUN_TAG, operation: str = "ADD") -> EventEnvelope:
+    return envelope({
+        "entityUrn": f"urn:li:schemaField:({dataset_urn},{field_path})", "entityType": "schemaField",
+        "category": "TAG", "operation": operation, "modifier": tag,
+        "parameters": {"fieldPath": field_path, "parentUrn": dataset_urn, "tagUrn": tag, "context": "{}"},
+        "auditStamp": AUDIT, "version": 0,
+    })
+
+
+def config_dict(url: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "connections": [{"platform": "postgres", "url": url}],
+        "tokenizer": {"type": "hmac", "key": HMAC_KEY},
+        **extra,
+    }
+
+
+def make_action(url: str = UNREACHABLE, **extra: Any) -> TokenizeAction:
+    return TokenizeAction.create(config_dict(url, **extra), PipelineContext(pipeline_name="t", graph=None))
+
+
+@pytest.fixture
+def runs(monkeypatch):
+    """Counts calls of tokenize_dataset by the action, passing them through."""
+    calls: list[Any] = []
+    real = action_module.tokenize_dataset
+
+    def counting(*args: Any, **kwargs: Any) -> Outcome:
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(action_module, "tokenize_dataset", counting)
+    return calls
+
+
+# -- create ----------------------------------------------------------------------------
+
+
+def test_create_builds_the_action_from_the_pipeline_config():
+    action = make_action(trigger_tag="pii/tokenize")
+
+    assert action.config.trigger_tag == "urn:li:tag:pii/tokenize"
+    assert action.graph is None
+
+
+def test_create_rejects_an_unknown_config_key_by_name():
+    with pytest.raises(ValidationError, match="batch_sise"):
+        make_action(batch_sise=100)
+
+
+def test_create_rejects_an_unknown_key_in_a_nested_section_by_name():
+    with pytest.raises(ValidationError, match="comit_every_batch"):
+        make_action(run={"comit_every_batch": True})
+
+
+
+def test_create_rejects_an_unknown_tokenizer_option_by_name():
+    with pytest.raises(ValidationError, match="kye_id"):
+        TokenizeAction.create(
+            {"connections": [{"platform": "postgres", "url": UNREACHABLE}],
+             "tokenizer": {"type": "hmac", "key": HMAC_KEY, "kye_id": "2024"}},
+            PipelineContext(pipeline_name="t", graph=None),
+        )
+
+
+def test_create_errors_never_show_the_url_password_or_the_tokenizer_key():
+    with pytest.raises(ValidationError) as info:
+        make_action(batch_sise=100, run={"batch_size": 0})
+
+    assert PASSWORD not in str(info.value)
+    assert HMAC_KEY not in str(info.value)
+
+# -- events that are not ours ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("event", [
+    pytest.param(lambda: field_tag(UNREACHABLE_DATASET, "email", tag="urn:li:tag:pii"), id="another tag on a column"),
+    pytest.param(lambda: dataset_tag(UNREACHABLE_DATASET, tag="urn:li:tag:pii"), id="another tag on a dataset"),
+    pytest.param(lambda: field_tag(UNREACHABLE_DATASET, "email", operation="REMOVE"), id="trigger tag removed"),
+    pytest.param(lambda: dataset_tag(UNREACHABLE_DATASET, tag="urn:li:tag:tokenize/done"), id="the action's own done tag"),
+])
+def test_an_event_that_is_not_ours_returns_none_and_does_nothing(event, runs):
+    assert make_action().act(event()) is None
+    assert runs == []
+
+
+# -- a run -----------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_column_tag_event_tokenizes_that_column(pg, runs):
+    table = pg.create_table([("id", "int"), ("email", "text"), ("phone", "text")],
+                            [(1, "alice@example.com", "+1-555-0100"), (2, "bob@example.com", None)])
+    action = make_action(pg.server_url)
+
+    assert action.act(field_tag(pg.urn(table), "email")) is None
+
+    tok = action.config.build_tokenizer()
+    assert pg.rows(table) == [
+        (1, tok.tokenize("alice@example.com"), "+1-555-0100"),
+        (2, tok.tokenize("bob@example.com"), None),
+    ]
+    assert len(runs) == 1
+
+
+@pytest.mark.postgres
+def test_a_v2_column_tag_event_tokenizes_the_simple_column(pg):
+    table = pg.create_table([("id", "int"), ("email", "text")], [(1, "alice@example.com")])
+    action = make_action(pg.server_url)
+
+    action.act(field_tag(pg.urn(table), "[version=2.0].[type=string].email"))
+
+    assert pg.rows(table) == [(1, action.config.build_tokenizer().tokenize("alice@example.com"))]
+
+
+@pytest.mark.postgres
+def test_a_second_delivery_of_a_succeeded_event_changes_nothing(pg):
+    table = pg.create_table([("id", "int"), ("email", "text")], [(1, "alice@example.com")])
+    action = make_action(pg.server_url)
+    event = field_tag(pg.urn(table), "email")
+    action.act(event)
+    after = pg.rows(table)
+
+    action.act(event)
+
+    assert pg.rows(table) == after
+
+
+# -- permanent failures ----------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_permanent_failure_raises_and_the_pipeline_retry_re_raises_it_without_running_again(pg, runs):
+    action = make_action(pg.server_url)
+    event = field_tag(pg.urn("no_such_table"), "email")
+
+    with pytest.raises(TableNotFoundError, match="does not exist") as first:
+        action.act(event)
+    assert first.value.permanent is True
+    assert len(runs) == 1
+
+    with pytest.raises(TableNotFoundError) as retried:
+        action.act(event)  # the pipeline retries with the very same envelope
+    assert retried.value is first.value
+    assert len(runs) == 1
+
+
+@pytest.mark.postgres
+def test_a_new_delivery_of_a_permanently_failed_event_is_tried_afresh(pg, runs):
+    # After the steward fixed the cause and re-tagged, a new envelope arrives.
+    action = make_action(pg.server_url)
+    with pytest.raises(TableNotFoundError):
+        action.act(field_tag(pg.urn("no_such_table"), "email"))
+
+    with pytest.raises(TableNotFoundError):
+        action.act(field_tag(pg.urn("no_such_table"), "email"))
+
+    assert len(runs) == 2
+
+
+def test_remembered_permanent_failures_are_bounded_and_the_oldest_is_forgotten(monkeypatch):
+    calls: list[EventEnvelope] = []
+
+    def failing(config, request, **kwargs):
+        calls.append(request)
+        error = TableNotFoundError(f"dataset {request.dataset_urn}: table does not exist")
+        return Outcome(failed_result(request, error), error)
+
+    monkeypatch.setattr(action_module, "tokenize_dataset", failing)
+    action = make_action()
+    events = [field_tag(f"urn:li:dataset:(urn:li:dataPlatform:postgres,db.public.t{i},PROD)", "email")
+              for i in range(TokenizeAction._REMEMBERED_FAILURES + 1)]
+    for event in events:
+        with pytest.raises(TableNotFoundError):
+            action.act(event)
+    assert len(calls) == len(events)
+
+    with pytest.raises(TableNotFoundError):
+        action.act(events[-1])  # still remembered
+    assert len(calls) == len(events)
+    with pytest.raises(TableNotFoundError):
+        action.act(events[0])  # forgotten: runs again
+    assert len(calls) == len(events) + 1
+
+
+def test_a_dataset_tag_without_a_datahub_graph_fails_with_how_to_tag_columns(runs):
+    action = make_action()
+    event = dataset_tag(UNREACHABLE_DATASET)
+
+    with pytest.raises(NoColumnsError) as info:
+        action.act(event)
+
+    message = str(info.value)
+    assert UNREACHABLE_DATASET in message
+    assert "tag the columns one by one" in message and RUN_TAG in message
+    assert info.value.permanent is True
+    with pytest.raises(NoColumnsError):
+        action.act(event)
+    assert len(runs) == 1
+
+
+
+def test_without_a_datahub_graph_the_error_says_columns_must_be_tagged_one_by_one():
+    with pytest.raises(NoColumnsError) as info:
+        make_action().act(dataset_tag(UNREACHABLE_DATASET))
+
+    message = str(info.value)
+    assert "datahub:" in message
+    assert "name_patterns" not in message
+
+# -- transient failures ----------------------------------------------------------------
+
+
+def test_a_transient_failure_is_retried_for_real_and_never_shows_the_password(runs):
+    action = make_action(UNREACHABLE)
+    event = field_tag(UNREACHABLE_DATASET, "email")
+
+    with pytest.raises(WarehouseUnavailableError) as first:
+        action.act(event)
+    assert first.value.permanent is False
+    assert len(runs) == 1
+
+    with pytest.raises(WarehouseUnavailableError) as retried:
+        action.act(event)  # the pipeline's retry of the same envelope
+    assert len(runs) == 2
+    assert retried.value is not first.value
+
+    for error in (first.value, retried.value):
+        assert PASSWORD not in str(error)
+        assert PASSWORD not in repr(error)
+        assert "127.0.0.1" in str(error)
+        assert error.__cause__ is None and error.__suppress_context__
+

@@ -21,6 +21,7 @@ import abc
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -383,7 +384,7 @@ class WarehouseTokenizer(abc.ABC):
             return sa.func.coalesce(sa.func.sum(sa.case((cond, one), else_=zero)), 0)
 
         cols: list[sa.ColumnElement[Any]] = [
-            sa.func.count().label("rows"),
+            sa.func.count().label("total_rows"),
             count_where(sa.or_(*(per_row.c[f"class_{i}"] == "p" for i in range(len(target.columns)))))
             .label("rows_to_change"),
         ]
@@ -509,38 +510,43 @@ class WarehouseTokenizer(abc.ABC):
             if commit_each:
                 conn.commit()
 
-        with contextlib.ExitStack() as stack:
-            write = None if dry_run else stack.enter_context(self.batch_writer(conn, target))
-            reader = stack.enter_context(self.engine(target.ref).connect()) if pipelined else conn
-            pool = stack.enter_context(ThreadPoolExecutor(1, "tokenize-writer")) if pipelined else None
-            pending: Future[None] | None = None
-            try:
-                while True:
-                    where = guard if last_key is None else sa.and_(guard, self.keyset_after(target, last_key))
-                    rows = self._fetch(reader, base.where(where).limit(batch_size))
-                    if not rows:
-                        break
-                    last_key = tuple(rows[-1][:nkey])
-                    batch, changed_rows = self._tokenize_batch(target, rows, nkey, dry_run, counts)
+        with contextlib.ExitStack() as writer_stack:
+            write = None if dry_run else writer_stack.enter_context(self.batch_writer(conn, target))
+            with contextlib.ExitStack() as stack:
+                reader = stack.enter_context(self.engine(target.ref).connect()) if pipelined else conn
+                pool = stack.enter_context(ThreadPoolExecutor(1, "tokenize-writer")) if pipelined else None
+                pending: Future[None] | None = None
+                try:
+                    while True:
+                        where = guard if last_key is None else sa.and_(guard, self.keyset_after(target, last_key))
+                        rows = self._fetch(reader, base.where(where).limit(batch_size))
+                        if not rows:
+                            break
+                        last_key = tuple(rows[-1][:nkey])
+                        batch, changed_rows = self._tokenize_batch(target, rows, nkey, dry_run, counts)
+                        if pending is not None:
+                            pending.result()  # the previous batch is written (or its error raised here)
+                            pending = None
+                        if write is not None and changed_rows:
+                            thunk = write(batch)
+                            if pool is not None:
+                                pending = pool.submit(send, thunk)
+                            else:
+                                send(thunk)
+                        counts.rows_scanned += len(rows)
+                        counts.rows_updated += changed_rows
+                        progress.update(counts.rows_scanned)
+                        if len(rows) < batch_size:
+                            break
                     if pending is not None:
-                        pending.result()  # the previous batch is written (or its error raised here)
-                        pending = None
-                    if write is not None and changed_rows:
-                        thunk = write(batch)
-                        if pool is not None:
-                            pending = pool.submit(send, thunk)
-                        else:
-                            send(thunk)
-                    counts.rows_scanned += len(rows)
-                    counts.rows_updated += changed_rows
-                    progress.update(counts.rows_scanned)
-                    if len(rows) < batch_size:
-                        break
-                if pending is not None:
-                    pending.result()
-            finally:
-                if pending is not None:
-                    pending.exception()  # never leave the writer running on ``conn``
+                        pending.result()
+                finally:
+                    if pending is not None:
+                        pending.exception()  # never leave the writer running on ``conn``
+            if write is not None:
+                # The writer applies what it staged as its block closes: say so while it works.
+                with progress.waiting(f"applying {counts.rows_updated:,} tokenized rows"):
+                    writer_stack.close()
         return counts
 
     @staticmethod
@@ -607,6 +613,25 @@ class _Progress:
             pct,
             rate,
         )
+
+    @contextlib.contextmanager
+    def waiting(self, what: str) -> Iterator[None]:
+        """Log ``what`` now and every ``interval`` seconds until the block ends."""
+        done = threading.Event()
+        start = time.monotonic()
+        logger.info("%s: %s", self.name, what)
+
+        def beat() -> None:
+            while not done.wait(self.interval):
+                logger.info("%s: still %s (%.0fs)", self.name, what, time.monotonic() - start)
+
+        thread = threading.Thread(target=beat, name="tokenize-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
 
 def _first_line(err: BaseException | None) -> str:

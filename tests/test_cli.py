@@ -106,3 +106,44 @@ def test_a_config_error_exits_with_code_two(tmp_path):
                     "--columns", "e"], env)
     assert proc.returncode == 2
     assert "kee" in proc.stderr
+
+
+YAML_WITH_DATAHUB = YAML + """\
+datahub:
+  server: ${DATAHUB_GMS_URL}
+"""
+
+
+@pytest.mark.e2e
+def test_without_columns_the_cli_asks_datahub_and_writes_the_outcome_back(pg, cli_env, gms_server, tmp_path):
+    from .test_action_e2e import _schema
+
+    config, env = cli_env
+    config.write_text(YAML_WITH_DATAHUB)
+    env = {**env, "DATAHUB_GMS_URL": gms_server.url}
+    table = pg.create_table([("id", "int"), ("email", "text"), ("note", "text")], [(1, "a@x.com", "n")])
+    gms_server.put_aspect(pg.urn(table), _schema({"id": "number", "email": "string", "note": "string"}))
+
+    proc = run_cli(["run", "-c", str(config), "--dataset", pg.urn(table), "--json"], env)
+
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["columns"] == ["email"]
+    aspects = {m.aspect_name for m in gms_server.mcps(entity_urn=pg.urn(table))}
+    assert {"globalTags", "datasetProperties", "editableDatasetProperties"} <= aspects
+
+
+@pytest.mark.e2e
+def test_no_write_back_still_chooses_columns_through_datahub_but_writes_nothing(pg, cli_env, gms_server):
+    from .test_action_e2e import _schema
+
+    config, env = cli_env
+    config.write_text(YAML_WITH_DATAHUB)
+    env = {**env, "DATAHUB_GMS_URL": gms_server.url}
+    table = pg.create_table([("id", "int"), ("email", "text")], [(1, "a@x.com")])
+    gms_server.put_aspect(pg.urn(table), _schema({"id": "number", "email": "string"}))
+
+    proc = run_cli(["run", "-c", str(config), "--dataset", pg.urn(table), "--json", "--no-write-back"], env)
+
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["rows_updated"] == 1
+    assert gms_server.mcps() == []

@@ -164,3 +164,13 @@ def test_configured_key_columns_address_a_table_without_keys(pg):
         "tokenizer": {"type": "hmac", "key": HMAC_KEY},
     })
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 2
+
+
+def test_long_runs_log_progress_with_rate_and_the_final_apply(pg, caplog):
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(500))
+    caplog.set_level("INFO", logger="datahub_tokenize_action")
+    run_request(pg.config(batch_size=50, progress_interval_s=0.000001), TokenizeRequest(pg.urn(table), ("email",)))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("/ ~500 rows" in m and "rows/s" in m for m in messages)
+    assert any("applying 500 tokenized rows" in m for m in messages)
+    assert any("500 rows updated" in m and "in " in m for m in messages)

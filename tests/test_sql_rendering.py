@@ -175,3 +175,61 @@ def test_databricks_url_puts_the_urn_catalog_in_the_connection():
     url = wt.build_url(ref)
     assert url.query["catalog"] == "hive_metastore" and url.query["http_path"] == "/sql/1.0/warehouses/abc"
     assert "dapi-secret" not in url.render_as_string(hide_password=True)
+
+
+class _RecordingConnection:
+    """Stands in for a Databricks connection: records the SQL, answers DESCRIBE."""
+
+    def __init__(self, rows):
+        self.sql, self.rows = [], rows
+
+    def exec_driver_sql(self, sql):
+        self.sql.append(sql)
+        rows = self.rows
+
+        class _Result:
+            def fetchall(self):
+                return rows
+
+        return _Result()
+
+
+def test_databricks_validation_describes_the_table_by_its_quoted_parts_and_refuses_non_delta():
+    from datahub_tokenize_action import NotDeltaTableError
+
+    wt, ref = _databricks(table="People-2024")
+    conn = _RecordingConnection(DESCRIBE_ROWS)
+    target = wt.validate(conn, ref, ["email", "code"])
+    assert conn.sql == ["DESCRIBE TABLE EXTENDED `main`.`sales`.`People-2024`"]
+    assert target.key == ("id", "we`ird")
+    wt.check_table(conn, target)  # Delta: accepted
+    parquet = [r if r[0] != "Provider" else ("Provider", "parquet", "") for r in DESCRIBE_ROWS]
+    target = wt.validate(_RecordingConnection(parquet), ref, ["email"])
+    import pytest
+
+    with pytest.raises(NotDeltaTableError, match="parquet, not Delta"):
+        wt.check_table(conn, target)
+
+
+def test_databricks_stats_scan_classifies_each_value_once():
+    wt, ref = _databricks()
+    target = _target(wt, ref, columns=("email",))
+    assert _sql(wt._stats_query(target), DBX) == (
+        "SELECT count(*) AS total_rows, coalesce(sum(CASE WHEN (v.class_0 = 'p') THEN 1 ELSE 0 END), 0) AS rows_to_change, "
+        "coalesce(sum(CASE WHEN (v.class_0 = 'n') THEN 1 ELSE 0 END), 0) AS nulls_0, "
+        "coalesce(sum(CASE WHEN (v.class_0 = 'e') THEN 1 ELSE 0 END), 0) AS empty_0, "
+        "coalesce(sum(CASE WHEN (v.class_0 = 't') THEN 1 ELSE 0 END), 0) AS tokens_0, "
+        "max(CASE WHEN (v.class_0 = 'p') THEN v.bytes_0 END) AS maxlen_0 "
+        "FROM (SELECT CASE WHEN (t.email IS NULL) THEN 'n' WHEN (t.email = '') THEN 'e' "
+        "WHEN (char_length(t.email) BETWEEN 49 AND 64 AND (t.email RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$')) "
+        "THEN 't' ELSE 'p' END AS class_0, octet_length(t.email) AS bytes_0 "
+        "FROM `main`.`sales`.people AS t) AS v"
+    )
+
+
+def test_postgres_stats_scan_is_fenced_so_the_regex_runs_once_per_value():
+    wt, ref = _postgres()
+    target = _target(wt, ref, columns=("email",))
+    sql = _sql(wt._stats_query(target), postgresql.dialect())
+    assert sql.endswith("FROM public.customers LIMIT ALL OFFSET 0) AS v")
+    assert sql.count("~ '^tok_") == 1

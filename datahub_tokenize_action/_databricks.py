@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.sql.elements import quoted_name
 
 from ._databricks_url import databricks_url
-from ._exceptions import NotDeltaTableError, TableNotFoundError
+from ._exceptions import NotDeltaTableError, TableNotFoundError, UnsupportedColumnTypeError
 from ._routing import TableRef
 from ._warehouse import Batch, BatchWriter, ColumnInfo, TableDescription, WarehouseTokenizer, WriteTarget
 
@@ -36,6 +36,13 @@ logger = logging.getLogger(__name__)
 MAX_STATEMENT_CHARS = 900_000
 _TEXT_TYPE = re.compile(r"^(string|varchar\((\d+)\)|char\((\d+)\))$", re.IGNORECASE)
 _BACKTICKED = re.compile(r"`((?:[^`]|``)*)`")
+#: Key types whose values the dialect renders as literals that compare equal to the row's.
+_ADDRESSABLE_TYPE = re.compile(
+    r"^(tinyint|smallint|int|integer|bigint|string|varchar\(\d+\)|char\(\d+\)|date|timestamp|"
+    r"timestamp_ntz|decimal(\(\d+,\s*\d+\))?|boolean)$",
+    re.IGNORECASE,
+)
+_NOT_FOUND = re.compile(r"\b(TABLE_OR_VIEW|SCHEMA|CATALOG)_NOT_FOUND\b|table or view not found", re.IGNORECASE)
 
 
 def _dialect() -> sa.Dialect:
@@ -67,13 +74,16 @@ def parse_describe_extended(rows: Sequence[Sequence[Any]]) -> tuple[TableDescrip
                 columns[name] = ColumnInfo(
                     name=name, type_name=dtype.upper(), is_text=bool(m),
                     max_length=int(length) if length else None,
+                    fixed_width=bool(m and m.group(3)),
+                    addressable=bool(_ADDRESSABLE_TYPE.match(dtype)),
                 )
                 continue
         if name == "Provider":
             provider = dtype.lower()
         elif dtype.upper().startswith("PRIMARY KEY") and not primary_key:
             primary_key = tuple(p.replace("``", "`") for p in _BACKTICKED.findall(dtype))
-    return TableDescription(columns=columns, primary_key=primary_key), provider
+    # Unity Catalog's key constraints are informational: the loop checks the key's values.
+    return TableDescription(columns=columns, primary_key=primary_key, keys_enforced=False), provider
 
 
 class DatabricksTokenizer(WarehouseTokenizer):
@@ -105,13 +115,17 @@ class DatabricksTokenizer(WarehouseTokenizer):
         return sa.table(ref.table, *(sa.column(c) for c in columns), schema=schema).alias("t")  # type: ignore[return-value]
 
     def regex_match(self, column: sa.ColumnElement[Any], regex: str) -> sa.ColumnElement[bool]:
+        # Java's `$` also matches before a final line break, Python's fullmatch and Postgres'
+        # `$` do not: anchor at the very end, so "tok_..._poc\n" is plaintext here too.
+        if regex.endswith("$") and not regex.endswith("\\$"):
+            regex = regex[:-1] + "\\z"
         return column.bool_op("RLIKE")(sa.literal(regex, sa.String()))
 
     def describe(self, conn: Connection, ref: TableRef) -> TableDescription:
         try:
             rows = conn.exec_driver_sql(f"DESCRIBE TABLE EXTENDED {self.qualified_name(ref)}").fetchall()
         except sa.exc.DBAPIError as e:
-            if "TABLE_OR_VIEW_NOT_FOUND" in str(e.orig) or "not found" in str(e.orig).lower():
+            if _NOT_FOUND.search(str(e.orig)):
                 raise TableNotFoundError(
                     f"dataset {ref.dataset_urn}: table {ref.name} does not exist (or the token cannot "
                     "see it); check the URN and the token's USE CATALOG / USE SCHEMA / SELECT grants"
@@ -122,6 +136,15 @@ class DatabricksTokenizer(WarehouseTokenizer):
         return description
 
     def check_table(self, conn: Connection, target: WriteTarget) -> None:
+        for c in target.columns:
+            info = target.description.columns[c]
+            if info.fixed_width:
+                raise UnsupportedColumnTypeError(
+                    f"dataset {target.ref.dataset_urn}: column {c!r} is {info.type_name}; Databricks pads "
+                    "CHAR values with spaces when it reads them, so tokens would not compare equal to "
+                    f"what is stored. Change it to STRING (ALTER TABLE {target.ref.name} ALTER COLUMN "
+                    f"{c} TYPE STRING) or untag it"
+                )
         provider = self._provider.get(target.ref.name)
         if provider != "delta":
             raise NotDeltaTableError(

@@ -21,6 +21,7 @@ import abc
 import contextlib
 import dataclasses
 import logging
+import re
 import threading
 import time
 import uuid
@@ -44,6 +45,7 @@ from ._exceptions import (
     UnsupportedColumnTypeError,
     WarehouseUnavailableError,
     WarehouseWriteError,
+    first_line,
 )
 from ._result import TokenizeResult, utc_now
 from ._routing import TableRef
@@ -60,6 +62,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Key column types whose values survive COPY text and SQL literals unchanged (bytea,
+#: arrays, JSON, intervals... do not: a key that does not match its row updates nothing).
+_ADDRESSABLE_TYPES = (
+    sqltypes.Integer, sqltypes.Numeric, sqltypes.String, sqltypes.Uuid,
+    sqltypes.Date, sqltypes.DateTime, sqltypes.Time, sqltypes.Boolean,
+)
 
 
 
@@ -86,14 +95,21 @@ class Batch:
 BatchWriter = Callable[[Batch], Callable[[], None]]
 
 
+#: Query parameters whose values are hidden by ``mask_url`` (psycopg2's ``password``,
+#: ``sslpassword``, a connector's ``access_token``...).
+_SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token|key|credential", re.IGNORECASE)
+
+
 def mask_url(url: URL | str) -> str:
-    """The URL with its password replaced by ``***``; safe for logs and errors."""
+    """The URL with its password, and query parameters that look secret, replaced by
+    ``***``; safe for logs and errors."""
     if isinstance(url, str):
         try:
             url = sa.make_url(url)
         except sa.exc.ArgumentError:
             return "<unparseable url>"
-    return url.render_as_string(hide_password=True)
+    hidden = {k: "***" for k in url.query if _SECRET_QUERY_KEY.search(k)}
+    return url.update_query_dict(hidden).render_as_string(hide_password=True).replace("=%2A%2A%2A", "=***")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +122,11 @@ class ColumnInfo:
     #: Declared maximum length in characters (varchar(n), char(n)); None if unbounded.
     max_length: int | None = None
     nullable: bool = True
+    #: A fixed-width text type (char(n)): the warehouse pads values with spaces.
+    fixed_width: bool = False
+    #: Its values survive the bulk path's round trip (COPY text, SQL literals) unchanged,
+    #: so the column can be part of the key that addresses rows.
+    addressable: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +137,9 @@ class TableDescription:
     primary_key: tuple[str, ...] = ()
     #: Unique constraints or indexes, each usable as a key if all its columns are NOT NULL.
     unique_keys: tuple[tuple[str, ...], ...] = ()
+    #: The warehouse enforces the keys above. False where constraints are informational
+    #: (Databricks): the loop then checks the key's values before writing.
+    keys_enforced: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +176,7 @@ class WarehouseTokenizer(abc.ABC):
         - ``check_table(conn, target)``: extra checks before writing (e.g. Delta format).
         - ``lock(conn, target)``: mutual exclusion of runs on one table.
         - ``keyset_after(target, last_key)``: the "after this key" predicate.
+        - ``value_of(target, column)``: the column's value as read, guarded and tokenized.
 
     Capability flags (class attributes):
         - ``supports_transactions``: the whole run can be one transaction.
@@ -228,6 +253,8 @@ class WarehouseTokenizer(abc.ABC):
                 is_text=is_text,
                 max_length=getattr(ctype, "length", None) if is_text else None,
                 nullable=bool(c.get("nullable", True)),
+                fixed_width=isinstance(ctype, sqltypes.CHAR),
+                addressable=isinstance(ctype, _ADDRESSABLE_TYPES),
             )
         pk = tuple(insp.get_pk_constraint(ref.table, schema=ref.schema).get("constrained_columns") or ())
         uniques = [tuple(u["column_names"]) for u in insp.get_unique_constraints(ref.table, schema=ref.schema)]
@@ -240,6 +267,16 @@ class WarehouseTokenizer(abc.ABC):
 
     def check_table(self, conn: Connection, target: WriteTarget) -> None:
         """Dialect-specific checks before writing; raise an InvalidTargetError to refuse."""
+
+    def value_of(self, target: WriteTarget, column: str) -> sa.ColumnElement[Any]:
+        """The column's value as the loop reads, guards and tokenizes it.
+
+        Default: the column itself; a fixed-width (``char(n)``) column is cast to text, which
+        drops its padding, so a value tokenizes as it would in a text column and a token
+        read back is recognised as one.
+        """
+        col = target.table.c[column]
+        return sa.cast(col, sa.Text) if target.description.columns[column].fixed_width else col
 
     def lock(self, conn: Connection, target: WriteTarget) -> ContextManager[None]:
         """Hold off other runs on the same table while the block runs (default: no lock)."""
@@ -280,7 +317,7 @@ class WarehouseTokenizer(abc.ABC):
         except sa.exc.DBAPIError as e:
             raise WarehouseUnavailableError(
                 f"dataset {ref.dataset_urn}: cannot connect to {mask_url(engine.url)}: "
-                f"{_first_line(e.orig)}; check that the warehouse is up and the credentials are right"
+                f"{first_line(e.orig)}; check that the warehouse is up and the credentials are right"
             ) from None
         with conn:
             yield conn
@@ -328,7 +365,10 @@ class WarehouseTokenizer(abc.ABC):
         elif desc.primary_key:
             key = desc.primary_key
         else:
-            usable = [u for u in desc.unique_keys if all(not desc.columns[c].nullable for c in u)]
+            usable = [
+                u for u in desc.unique_keys
+                if all(not desc.columns[c].nullable and desc.columns[c].addressable for c in u)
+            ]
             if not usable:
                 raise NoKeyError(
                     f"dataset {ref.dataset_urn}: table {ref.name} has no primary key or unique NOT NULL "
@@ -336,6 +376,15 @@ class WarehouseTokenizer(abc.ABC):
                     f"`key_columns: {{{ref.schema}.{ref.table}: [...]}}`"
                 )
             key = min(usable, key=len)
+        unusable = [k for k in key if not desc.columns[k].addressable]
+        if unusable:
+            raise NoKeyError(
+                f"dataset {ref.dataset_urn}: key column(s) "
+                f"{', '.join(f'{k} ({desc.columns[k].type_name})' for k in unusable)} of {ref.name} "
+                "have a type whose values cannot be matched back to their rows; use a key of "
+                "integer, numeric, text, uuid, date or timestamp columns under the connection's "
+                f"`key_columns: {{{ref.schema}.{ref.table}: [...]}}`"
+            )
         overlap = [c for c in columns if c in key]
         if overlap:
             raise InvalidTargetError(
@@ -344,6 +393,40 @@ class WarehouseTokenizer(abc.ABC):
                 "another key"
             )
         return key
+
+    def check_key(self, conn: Connection, target: WriteTarget) -> None:
+        """Refuse a key that does not identify rows: paging by key would skip rows that
+        share a key value, and rows with a NULL in the key would never be read.
+
+        A primary key or unique key of NOT NULL columns that the warehouse enforces is
+        trusted as it is; any other key (from ``key_columns``, or declared but not enforced)
+        is checked on the data with one ``GROUP BY`` over the key.
+
+        Raises:
+            NoKeyError: some key value is shared by several rows or holds a NULL.
+        """
+        desc, key = target.description, set(target.key)
+        candidates = ((desc.primary_key,) if desc.primary_key else ()) + desc.unique_keys
+        if (
+            desc.keys_enforced
+            and all(not desc.columns[k].nullable for k in target.key)
+            and any(set(u) <= key for u in candidates)
+        ):
+            return
+        key_cols = [target.table.c[k] for k in target.key]
+        shared = (
+            sa.select(sa.literal(1)).select_from(target.table).group_by(*key_cols)
+            .having(sa.or_(sa.func.count() > 1, *(c.is_(None) for c in key_cols)))
+            .subquery("shared")
+        )
+        bad = conn.execute(sa.select(sa.func.count()).select_from(shared)).scalar_one()
+        if bad:
+            raise NoKeyError(
+                f"dataset {target.ref.dataset_urn}: the key ({', '.join(target.key)}) of {target.ref.name} "
+                f"does not identify rows: {bad:,} key value(s) are shared by several rows or hold a NULL, "
+                "and those rows would be skipped. Name a unique NOT NULL key under the connection's "
+                f"`key_columns: {{{target.ref.schema}.{target.ref.table}: [...]}}`, or add a primary key"
+            )
 
     # ------------------------------------------------------------ predicates
 
@@ -371,7 +454,7 @@ class WarehouseTokenizer(abc.ABC):
         t = target.table
         classes = []
         for i, c in enumerate(target.columns):
-            col = t.c[c]
+            col = self.value_of(target, c)
             classes += [
                 sa.case((col.is_(None), "n"), (col == "", "e"), (self.is_token_clause(col), "t"), else_="p")
                 .label(f"class_{i}"),
@@ -429,6 +512,7 @@ class WarehouseTokenizer(abc.ABC):
             try:
                 target = self.validate(conn, ref, columns)
                 self.check_table(conn, target)
+                self.check_key(conn, target)
                 with self.lock(conn, target):
                     stats = conn.execute(self._stats_query(target)).one()
                     self._check_widths(target, stats)
@@ -446,7 +530,7 @@ class WarehouseTokenizer(abc.ABC):
                     raise
                 conn.rollback()
                 raise WarehouseWriteError(
-                    f"dataset {ref.dataset_urn}: the warehouse failed during the run: {_first_line(driver_error)}"
+                    f"dataset {ref.dataset_urn}: the warehouse failed during the run: {first_line(driver_error)}"
                     + ("" if self.options.commit_every_batch or not self.supports_transactions
                        else "; nothing was changed (the run's transaction was rolled back)")
                 ) from None
@@ -497,8 +581,9 @@ class WarehouseTokenizer(abc.ABC):
         counts = _Counts(tokenized={c: 0 for c in target.columns})
         if expected == 0:
             return counts  # the stats scan found nothing to tokenize
-        guard = sa.or_(*(self.holds_plaintext(t.c[c]) for c in target.columns))
-        base = sa.select(*key_cols, *(t.c[c] for c in target.columns)).order_by(*key_cols)
+        values = [self.value_of(target, c) for c in target.columns]
+        guard = sa.or_(*(self.holds_plaintext(v) for v in values))
+        base = sa.select(*key_cols, *values).order_by(*key_cols)
         batch_size = self.options.batch_size
         commit_each = self.options.commit_every_batch and not dry_run
         progress = _Progress(target.ref.name, expected, self.options.progress_interval_s, dry_run)
@@ -632,8 +717,3 @@ class _Progress:
         finally:
             done.set()
             thread.join()
-
-
-def _first_line(err: BaseException | None) -> str:
-    text = str(err or "").strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -65,14 +65,17 @@ class PostgresHarness:
     def checksum(self, name: str, columns: Sequence[str] | None = None, order_by: str = "id") -> str:
         cols = ", ".join(self.quote(c) for c in columns) if columns else "*"
         rows = self.execute(f"SELECT {cols} FROM {self.quote(name)} ORDER BY {self.quote(order_by)}")
-        return hashlib.sha256(repr([tuple(r) for r in rows]).encode()).hexdigest()
+        # bytea comes back as memoryview, whose repr is its address: compare its bytes.
+        rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+        return hashlib.sha256(repr(rows).encode()).hexdigest()
 
     def urn(self, name: str) -> str:
         return f"urn:li:dataset:(urn:li:dataPlatform:postgres,{self.database}.{self.schema}.{name},PROD)"
 
-    def config(self, tokenizer: dict[str, Any] | None = None, **run: Any) -> TokenizeConfig:
+    def config(self, tokenizer: dict[str, Any] | None = None, key_columns: dict[str, list[str]] | None = None,
+               **run: Any) -> TokenizeConfig:
         return parse_config({
-            "connections": [{"platform": "postgres", "url": self.server_url}],
+            "connections": [{"platform": "postgres", "url": self.server_url, "key_columns": key_columns or {}}],
             "tokenizer": tokenizer or {"type": "hmac", "key": HMAC_KEY},
             "run": run,
         })
@@ -228,10 +231,11 @@ class DatabricksHarness:
     def urn(self, name: str) -> str:
         return f"urn:li:dataset:(urn:li:dataPlatform:databricks,{self.catalog}.{self.schema}.{name},PROD)"
 
-    def config(self, tokenizer: dict[str, Any] | None = None, **run: Any) -> TokenizeConfig:
+    def config(self, tokenizer: dict[str, Any] | None = None, key_columns: dict[str, list[str]] | None = None,
+               **run: Any) -> TokenizeConfig:
         return parse_config({
             "connections": [{"platform": "databricks", "host": self.host, "http_path": self.http_path,
-                             "token": self.token}],
+                             "token": self.token, "key_columns": key_columns or {}}],
             "tokenizer": tokenizer or {"type": "hmac", "key": HMAC_KEY},
             "run": run,
         })

@@ -9,6 +9,7 @@ import pytest
 from datahub_tokenize_action import (
     DatabaseMismatchError,
     LockTimeoutError,
+    NoKeyError,
     TokenizeRequest,
     WarehouseUnavailableError,
     WarehouseWriteError,
@@ -174,3 +175,29 @@ def test_long_runs_log_progress_with_rate_and_the_final_apply(pg, caplog):
     assert any("/ ~500 rows" in m and "rows/s" in m for m in messages)
     assert any("applying 500 tokenized rows" in m for m in messages)
     assert any("500 rows updated" in m and "in " in m for m in messages)
+
+
+def test_char_columns_tokenize_without_their_padding_and_a_second_run_changes_nothing(pg):
+    # char(n) pads with spaces: tokens must be those of the unpadded value (as in a text column),
+    # and a token read back padded must still be recognised as one.
+    rows = [("a", "alice@example.com", "alice@example.com"), ("b  ", "bob@example.com", None)]
+    table = pg.create_table([("id", "char(8)"), ("email", "char(80)"), ("copy", "text")], rows)
+    config = pg.config(batch_size=1)
+    first = run_request(config, TokenizeRequest(pg.urn(table), ("email", "copy")))
+    second = run_request(config, TokenizeRequest(pg.urn(table), ("email", "copy")))
+    tok = config.build_tokenizer()
+    assert (first.rows_updated, second.rows_updated) == (2, 0)
+    assert second.values_skipped == {"email": 2, "copy": 1}
+    after = pg.execute(f"SELECT id::text, email::text, copy FROM {table} ORDER BY id")
+    assert [tuple(r) for r in after] == [
+        ("a", tok.tokenize("alice@example.com"), tok.tokenize("alice@example.com")),
+        ("b", tok.tokenize("bob@example.com"), None),
+    ]
+
+
+def test_a_key_whose_values_cannot_be_matched_back_is_refused_and_nothing_changes(pg):
+    table = pg.create_table([("id", "bytea"), ("email", "text")], [(b"\x00\x01", "a@x.com"), (b"\xff", "b@x.com")])
+    before = pg.checksum(table)
+    with pytest.raises(NoKeyError, match=r"id \(BYTEA\)"):
+        run_request(pg.config(), TokenizeRequest(pg.urn(table), ("email",)))
+    assert pg.checksum(table) == before

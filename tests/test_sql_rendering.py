@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
@@ -90,7 +91,7 @@ def test_databricks_guard_uses_rlike_and_keeps_nulls_out():
     target = _target(wt, ref)
     assert _sql(wt.holds_plaintext(target.table.c.email), DBX) == (
         "t.email != '' AND NOT (char_length(t.email) BETWEEN 49 AND 64 AND "
-        "(t.email RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$'))"
+        "(t.email RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+\\\\z'))"
     )
 
 
@@ -104,7 +105,7 @@ def test_databricks_keyset_page_names_catalog_schema_and_table_part_by_part():
     assert _sql(stmt, DBX) == (
         "SELECT t.region, t.id, t.email FROM `main`.`sales`.people AS t "
         "WHERE t.email != '' AND NOT (char_length(t.email) BETWEEN 49 AND 64 AND "
-        "(t.email RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$')) "
+        "(t.email RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+\\\\z')) "
         "AND (t.region > 'eu' OR t.region = 'eu' AND t.id > 7) ORDER BY t.region, t.id LIMIT 500"
     )
 
@@ -156,7 +157,7 @@ def test_databricks_merge_splits_big_batches_and_drops_duplicate_keys(monkeypatc
 
 DESCRIBE_ROWS = [
     ("id", "bigint", None), ("email", "string", None), ("code", "varchar(12)", None), ("age", "int", None),
-    ("", "", ""), ("# Detailed Table Information", "", ""), ("Catalog", "main", ""),
+    ("we`ird", "int", None), ("", "", ""), ("# Detailed Table Information", "", ""), ("Catalog", "main", ""),
     ("Provider", "delta", ""), ("Type", "MANAGED", ""),
     ("# Constraints", "", ""), ("people_pk", "PRIMARY KEY (`id`, `we``ird`)", ""),
 ]
@@ -178,10 +179,11 @@ def test_databricks_url_puts_the_urn_catalog_in_the_connection():
 
 
 class _RecordingConnection:
-    """Stands in for a Databricks connection: records the SQL, answers DESCRIBE."""
+    """Stands in for a Databricks connection: records the SQL, answers DESCRIBE with ``rows``
+    and any other query with ``scalar``."""
 
-    def __init__(self, rows):
-        self.sql, self.rows = [], rows
+    def __init__(self, rows, scalar=0):
+        self.sql, self.rows, self.scalar = [], rows, scalar
 
     def exec_driver_sql(self, sql):
         self.sql.append(sql)
@@ -190,6 +192,16 @@ class _RecordingConnection:
         class _Result:
             def fetchall(self):
                 return rows
+
+        return _Result()
+
+    def execute(self, stmt):
+        self.sql.append(_sql(stmt, DBX))
+        scalar = self.scalar
+
+        class _Result:
+            def scalar_one(self):
+                return scalar
 
         return _Result()
 
@@ -221,7 +233,7 @@ def test_databricks_stats_scan_classifies_each_value_once():
         "coalesce(sum(CASE WHEN (v.class_0 = 't') THEN 1 ELSE 0 END), 0) AS tokens_0, "
         "max(CASE WHEN (v.class_0 = 'p') THEN v.bytes_0 END) AS maxlen_0 "
         "FROM (SELECT CASE WHEN (t.email IS NULL) THEN 'n' WHEN (t.email = '') THEN 'e' "
-        "WHEN (char_length(t.email) BETWEEN 49 AND 64 AND (t.email RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$')) "
+        "WHEN (char_length(t.email) BETWEEN 49 AND 64 AND (t.email RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+\\\\z')) "
         "THEN 't' ELSE 'p' END AS class_0, octet_length(t.email) AS bytes_0 "
         "FROM `main`.`sales`.people AS t) AS v"
     )
@@ -233,3 +245,53 @@ def test_postgres_stats_scan_is_fenced_so_the_regex_runs_once_per_value():
     sql = _sql(wt._stats_query(target), postgresql.dialect())
     assert sql.endswith("FROM public.customers LIMIT ALL OFFSET 0) AS v")
     assert sql.count("~ '^tok_") == 1
+
+
+def test_databricks_checks_the_key_on_the_data_because_its_constraints_are_not_enforced():
+    from datahub_tokenize_action import NoKeyError
+
+    wt, ref = _databricks()
+    target = wt.validate(_RecordingConnection(DESCRIBE_ROWS), ref, ["email"])
+    conn = _RecordingConnection(DESCRIBE_ROWS, scalar=0)
+    wt.check_key(conn, target)
+    assert conn.sql == [
+        "SELECT count(*) AS count_1 FROM (SELECT 1 AS anon_1 FROM `main`.`sales`.people AS t "
+        "GROUP BY t.id, t.`we``ird` HAVING count(*) > 1 OR t.id IS NULL OR t.`we``ird` IS NULL) AS shared"
+    ]
+    with pytest.raises(NoKeyError, match=r"key \(id, we`ird\).*2 key value\(s\)"):
+        wt.check_key(_RecordingConnection(DESCRIBE_ROWS, scalar=2), target)
+
+
+def test_databricks_refuses_char_columns_because_it_pads_them_on_read():
+    from datahub_tokenize_action import UnsupportedColumnTypeError
+
+    wt, ref = _databricks()
+    rows = [("initials", "char(3)", None), *DESCRIBE_ROWS]
+    conn = _RecordingConnection(rows)
+    target = wt.validate(conn, ref, ["email", "initials"])
+    with pytest.raises(UnsupportedColumnTypeError, match="'initials' is CHAR\\(3\\).*TYPE STRING"):
+        wt.check_table(conn, target)
+
+
+def test_databricks_refuses_a_key_whose_values_cannot_be_matched_back_to_rows():
+    from datahub_tokenize_action import NoKeyError
+
+    wt, ref = _databricks()
+    rows = [("blob", "binary", None), ("email", "string", None), ("", "", ""), ("Provider", "delta", ""),
+            ("# Constraints", "", ""), ("pk", "PRIMARY KEY (`blob`)", "")]
+    with pytest.raises(NoKeyError, match=r"blob \(BINARY\)"):
+        wt.validate(_RecordingConnection(rows), ref, ["email"])
+
+
+def test_a_char_column_is_read_and_guarded_without_its_padding_on_postgres():
+    wt, ref = _postgres()
+    desc = TableDescription(
+        columns={"id": ColumnInfo("id", "INTEGER", False), "code": ColumnInfo("code", "CHAR(80)", True, 80, fixed_width=True)},
+        primary_key=("id",),
+    )
+    target = WriteTarget(ref=ref, table=wt.table_clause(ref, ["id", "code"]), key=("id",), columns=("code",),
+                         description=desc)
+    assert _sql(wt.holds_plaintext(wt.value_of(target, "code")), postgresql.dialect()) == (
+        "CAST(public.customers.code AS TEXT) != '' AND NOT (char_length(CAST(public.customers.code AS TEXT)) "
+        "BETWEEN 49 AND 64 AND CAST(public.customers.code AS TEXT) ~ '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$')"
+    )

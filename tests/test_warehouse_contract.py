@@ -133,6 +133,35 @@ class WarehouseContract:
             self.run(wh, table, ["email"])
         assert wh.checksum(table) == before
 
+    def test_a_configured_key_shared_by_several_rows_is_refused_and_nothing_changes(self, wh):
+        # Paging by a key that is not unique would skip rows at page boundaries.
+        rows = [(i, i % 3, f"user{i}@x.com") for i in range(1, 31)]
+        table = wh.create_table([("id", "int"), ("grp", "int"), ("email", "text")], rows, key=None)
+        before = wh.checksum(table)
+        config = wh.config(key_columns={f"{wh.schema}.{table}": ["grp"]}, batch_size=4)
+        with pytest.raises(NoKeyError, match=r"key \(grp\).* 3 key value\(s\) are shared"):
+            run_request(config, TokenizeRequest(wh.urn(table), ("email",)))
+        assert wh.checksum(table) == before
+
+    def test_a_configured_key_holding_nulls_is_refused_and_nothing_changes(self, wh):
+        rows = [(1, "a", "a@x.com"), (2, None, "b@x.com"), (3, "c", "c@x.com")]
+        table = wh.create_table([("id", "int"), ("code", "text"), ("email", "text")], rows, key=None)
+        before = wh.checksum(table)
+        config = wh.config(key_columns={f"{wh.schema}.{table}": ["code"]})
+        with pytest.raises(NoKeyError, match="hold a NULL"):
+            run_request(config, TokenizeRequest(wh.urn(table), ("email",)))
+        assert wh.checksum(table) == before
+
+    def test_a_configured_key_unique_in_the_data_pages_through_every_row(self, wh):
+        rows = [(i, f"user{i}@x.com") for i in range(1, 12)]
+        table = wh.create_table([("id", "int"), ("email", "text")], rows, key=None)
+        config = wh.config(key_columns={f"{wh.schema}.{table}": ["id"]}, batch_size=4)
+        first = run_request(config, TokenizeRequest(wh.urn(table), ("email",)))
+        second = run_request(config, TokenizeRequest(wh.urn(table), ("email",)))
+        tok = self.tokenizer(wh)
+        assert (first.rows_updated, second.rows_updated) == (11, 0)
+        assert wh.rows(table) == [(i, tok.tokenize(e)) for i, e in rows]
+
     def test_a_column_too_narrow_for_tokens_is_refused_and_nothing_changes(self, wh):
         table = wh.create_table([("id", "int"), ("email", "varchar(30)"), ("phone", "text")],
                                 [(1, "a@x.com", "1"), (2, "b@x.com", "2")])

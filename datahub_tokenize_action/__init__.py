@@ -17,6 +17,7 @@ from ._events import parse_event
 from ._exceptions import (
     ColumnNotFoundError,
     ConfigError,
+    DataHubError,
     DatabaseMismatchError,
     InvalidDatasetError,
     InvalidTargetError,
@@ -69,6 +70,7 @@ __all__ = [
     "route",
     "ColumnNotFoundError",
     "ConfigError",
+    "DataHubError",
     "DatabaseMismatchError",
     "InvalidDatasetError",
     "InvalidTargetError",

@@ -105,7 +105,12 @@ class TokenizerConfig(ConfigModel):
         return self
 
     def options(self) -> dict[str, Any]:
-        return dict(self.__pydantic_extra__ or {})
+        """The plugin's options as written in the YAML (secrets unwrapped: the plugin's own
+        config model decides how to hold them)."""
+        return {
+            k: v.get_secret_value() if isinstance(v, SecretStr) else v
+            for k, v in (self.__pydantic_extra__ or {}).items()
+        }
 
 
 def _looks_secret(name: str) -> bool:

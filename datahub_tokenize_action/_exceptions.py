@@ -20,7 +20,8 @@ input is permanent, an unreachable warehouse or a held lock is not.
     │   └── NoColumnsError             nothing says which columns hold PII
     ├── WarehouseUnavailableError      cannot connect (transient)
     ├── LockTimeoutError               another run holds the table (transient)
-    └── WarehouseWriteError            the warehouse failed during the run
+    ├── WarehouseWriteError            the warehouse failed during the run
+    └── DataHubError                   DataHub could not be read or written (transient)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 __all__ = [
     "ColumnNotFoundError",
     "ConfigError",
+    "DataHubError",
     "DatabaseMismatchError",
     "InvalidDatasetError",
     "InvalidTargetError",
@@ -44,6 +46,13 @@ __all__ = [
     "WarehouseUnavailableError",
     "WarehouseWriteError",
 ]
+
+
+def first_line(error: BaseException | None) -> str:
+    """The first line of ``error``'s message (its type's name if empty). Drivers append the
+    SQL and its parameters (plaintext) on later lines: show only this one."""
+    text = str(error or "").strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class TokenizeError(Exception):
@@ -120,5 +129,12 @@ class LockTimeoutError(TokenizeError):
 
 class WarehouseWriteError(TokenizeError):
     """The warehouse failed while the run was reading or writing."""
+
+    permanent = False
+
+
+class DataHubError(TokenizeError):
+    """DataHub could not be read (column selection) or written (the outcome). Retrying
+    later may succeed; a retry changes no more rows, values already tokens are skipped."""
 
     permanent = False

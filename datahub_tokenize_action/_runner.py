@@ -3,11 +3,12 @@ request → route → columns → warehouse loop → result → write-back."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import uuid
-from typing import Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 from datahub.metadata.schema_classes import (
     EditableDatasetPropertiesClass,
@@ -20,7 +21,7 @@ from datahub.metadata.schema_classes import (
 from ._columns import select_columns, trigger_field_paths
 from ._config import TokenizeConfig
 from ._dialects import warehouse_for
-from ._exceptions import NoColumnsError, TokenizeError
+from ._exceptions import DataHubError, NoColumnsError, TokenizeError, first_line
 from ._request import TokenizeRequest
 from ._result import TokenizeResult, utc_now
 from ._routing import route
@@ -61,7 +62,9 @@ def tokenize_dataset(config: TokenizeConfig, request: TokenizeRequest, *, graph:
 
     Columns come from the request, else from DataHub's schema aspects (needs ``graph``).
     Returns the outcome; a TokenizeError becomes a FAILED result (and is returned with
-    it). Errors writing to DataHub propagate: the caller retries.
+    it). When recording the outcome in DataHub fails, the outcome carries a DataHubError
+    (transient) instead: the table may be tokenized, but DataHub does not show it yet,
+    and a retry (0 rows left to change) writes it.
     """
     started_at = utc_now()
     schema_editable: EditableSchemaMetadataClass | None = None
@@ -69,8 +72,9 @@ def tokenize_dataset(config: TokenizeConfig, request: TokenizeRequest, *, graph:
         connection, ref = route(request.dataset_urn, config.connections)
         columns = request.columns
         if not columns and graph is not None:
-            schema = graph.get_aspect(request.dataset_urn, SchemaMetadataClass)
-            schema_editable = graph.get_aspect(request.dataset_urn, EditableSchemaMetadataClass)  # type: ignore[assignment]
+            with _datahub(f"dataset {request.dataset_urn}: reading its schema from DataHub to choose columns"):
+                schema = graph.get_aspect(request.dataset_urn, SchemaMetadataClass)
+                schema_editable = graph.get_aspect(request.dataset_urn, EditableSchemaMetadataClass)  # type: ignore[assignment]
             selection = select_columns(schema, schema_editable, config.column_selection, config.trigger_tag)  # type: ignore[arg-type]
             columns = selection.columns
             if columns:
@@ -94,11 +98,29 @@ def tokenize_dataset(config: TokenizeConfig, request: TokenizeRequest, *, graph:
             warehouse.dispose()
         outcome = Outcome(result)
     except TokenizeError as e:
-        logger.error("%s", e)
+        # The caller reports it (the CLI on stderr, the pipeline when the action raises).
+        logger.info("%s: FAILED: %s", request.dataset_urn, e)
         outcome = Outcome(failed_result(request, e, dry_run=dry_run, started_at=started_at), e)
     if graph is not None and write_back and config.write_back.enabled and not dry_run:
-        _write_back(graph, config, request, outcome.result, schema_editable)
+        what = "SUCCESS" if outcome.error is None else f"FAILED ({outcome.error})"
+        try:
+            with _datahub(f"dataset {request.dataset_urn}: the run ended {what}, but recording that in DataHub"):
+                _write_back(graph, config, request, outcome.result, schema_editable)
+        except DataHubError as e:
+            outcome = Outcome(outcome.result, e)
     return outcome
+
+
+@contextlib.contextmanager
+def _datahub(doing: str) -> Iterator[None]:
+    """Turn any failure talking to DataHub inside the block into a DataHubError."""
+    try:
+        yield
+    except Exception as e:
+        raise DataHubError(
+            f"{doing} failed: {type(e).__name__}: {first_line(e)[:300]}; check `datahub.server` and that "
+            "DataHub is up, then run again (values already tokens are skipped)"
+        ) from e
 
 
 def run_request(config: TokenizeConfig, request: TokenizeRequest, *, dry_run: bool = False) -> TokenizeResult:
@@ -152,7 +174,7 @@ def failed_result(request: TokenizeRequest, error: BaseException, *, dry_run: bo
                   started_at: str | None = None) -> TokenizeResult:
     """A FAILED result for ``request`` carrying ``error``'s message (already free of secrets)."""
     now = utc_now()
-    message = str(error) if isinstance(error, TokenizeError) else f"{type(error).__name__}: {error}"
+    message = str(error) if isinstance(error, TokenizeError) else f"unexpected {type(error).__name__}: {first_line(error)}"
     return TokenizeResult(
         status="FAILED",
         dataset=request.dataset_urn,

@@ -22,7 +22,7 @@ import re
 import sys
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from datahub.configuration.common import ConfigModel
 
@@ -247,7 +247,13 @@ def load_tokenizer(type_name: str, options: Mapping[str, Any]) -> Tokenizer:
         raise UnknownTokenizerError(f"entry point {type_name!r} does not name a Tokenizer subclass")
     try:
         tokenizer = cls.create(options)
-    except ValueError as e:  # pydantic's ValidationError is a ValueError
+    except ValidationError as e:
+        # Without the inputs: a plugin's model may not hide them, and they hold its secrets.
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg']}" for err in e.errors(include_input=False)
+        )
+        raise ConfigError(f"tokenizer {type_name!r}: {problems}") from None
+    except ValueError as e:
         raise ConfigError(f"tokenizer {type_name!r}: {e}") from None
     tokenizer.type_name = type_name
     return tokenizer

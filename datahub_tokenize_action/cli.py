@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from datahub.ingestion.graph.client import DataHubGraph
 
 from ._config import load_pipeline_file
-from ._exceptions import ConfigError, TokenizeError
+from ._exceptions import ConfigError, DataHubError, InvalidDatasetError, TokenizeError
 from ._request import TokenizeRequest
 from ._result import TokenizeResult
 from ._runner import failed_result, tokenize_dataset
@@ -20,6 +20,8 @@ from ._runner import failed_result, tokenize_dataset
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+logger = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,16 +72,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         graph = _graph(pipeline.datahub) if pipeline.datahub and (not args.no_write_back or not columns) else None
         outcome = tokenize_dataset(pipeline.config, request, graph=graph, dry_run=args.dry_run,
                                    write_back=not args.no_write_back)
-    except TokenizeError as e:
+    except Exception as e:  # the last stop: one line (and one JSON object), never a bare traceback
+        if not isinstance(e, TokenizeError):
+            # Only at debug level: a driver's message can carry SQL parameters (plaintext).
+            logger.debug("unexpected error", exc_info=True)
         if args.json:
             print(json.dumps(failed_result(request, e, dry_run=args.dry_run).to_dict()))
-        print(f"datahub-tokenize: error: {e}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(e, ConfigError) else EXIT_FAILED
-    print(json.dumps(outcome.result.to_dict()) if args.json else _summary(outcome.result))
+        message = str(e) if isinstance(e, TokenizeError) else failed_result(request, e).error
+        print(f"datahub-tokenize: error: {message}", file=sys.stderr)
+        return _exit_code(e)
+    result = outcome.result.to_dict()
+    if isinstance(outcome.error, DataHubError):
+        result["write_back_error"] = str(outcome.error)
+    print(json.dumps(result) if args.json else _summary(outcome.result))
     if outcome.error is not None:
         print(f"datahub-tokenize: error: {outcome.error}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(outcome.error, ConfigError) else EXIT_FAILED
+        return _exit_code(outcome.error)
     return EXIT_OK
+
+
+def _exit_code(error: BaseException) -> int:
+    """2 when the config or the arguments are wrong, 1 for any other failure."""
+    return EXIT_USAGE if isinstance(error, (ConfigError, InvalidDatasetError)) else EXIT_FAILED
 
 
 def _graph(section: dict) -> "DataHubGraph":

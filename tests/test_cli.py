@@ -82,11 +82,28 @@ def test_the_human_summary_and_a_dry_run(pg, cli_env):
 def test_bad_input_exits_non_zero_with_one_line_on_stderr(pg, cli_env):
     config, env = cli_env
     table = pg.create_table([("id", "int"), ("email", "text")], [(1, "a@x.com")])
-    proc = run_cli(["run", "-c", str(config), "--dataset", pg.urn(table), "--columns", "emial", "--json"], env)
+    proc = run_cli(["run", "-c", str(config), "--dataset", pg.urn(table), "--columns", "emial", "--json", "-q"], env)
     assert proc.returncode == 1
-    error_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("datahub-tokenize: error:")]
-    assert len(error_lines) == 1 and "'emial'" in error_lines[0]
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("datahub-tokenize: error:")
+    assert "'emial'" in proc.stderr
     assert json.loads(proc.stdout)["status"] == "FAILED"
+
+
+def test_a_malformed_dataset_urn_is_a_usage_error(cli_env):
+    config, env = cli_env
+    proc = run_cli(["run", "-c", str(config), "--dataset", "customers", "--columns", "email", "-q"], env)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("datahub-tokenize: error:") and "customers" in proc.stderr
+
+
+def test_a_password_in_the_url_query_is_masked_too(cli_env):
+    config, env = cli_env
+    config.write_text(YAML.replace("tokenize:${PG_PASSWORD}@${PG_HOSTPORT}",
+                                   "tokenize@127.0.0.1:1?password=${PG_PASSWORD}"))
+    proc = run_cli(["run", "-c", str(config), "--columns", "email", "--json", "--dataset",
+                    "urn:li:dataset:(urn:li:dataPlatform:postgres,appdb.public.t,PROD)"], env)
+    assert proc.returncode == 1
+    assert "password=***" in proc.stderr and "password=***" in json.loads(proc.stdout)["error"]
 
 
 def test_an_unreachable_database_fails_without_printing_the_password(cli_env):
@@ -147,3 +164,17 @@ def test_no_write_back_still_chooses_columns_through_datahub_but_writes_nothing(
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rows_updated"] == 1
     assert gms_server.mcps() == []
+
+
+def test_when_datahub_is_down_the_table_is_tokenized_and_the_json_and_exit_code_say_what_is_missing(pg, cli_env):
+    config, env = cli_env
+    config.write_text(YAML + "datahub:\n  server: http://127.0.0.1:1\n  retry_max_times: 0\n  timeout_sec: 2\n")
+    table = pg.create_table([("id", "int"), ("email", "text")], [(1, "a@x.com")])
+
+    proc = run_cli(["run", "-c", str(config), "--dataset", pg.urn(table), "--columns", "email", "--json", "-q"], env)
+
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert (result["status"], result["rows_updated"]) == ("SUCCESS", 1)
+    assert "recording that in DataHub failed" in result["write_back_error"]
+    assert proc.stderr.count("\n") == 1 and "run again" in proc.stderr and "Traceback" not in proc.stderr

@@ -44,6 +44,34 @@ def test_secrets_are_masked_in_the_config_repr():
     assert "u:p@" not in text and HMAC_KEY not in text
 
 
+def test_plugin_options_reach_the_plugin_as_written_but_stay_out_of_reprs():
+    from datahub_tokenize_action import TokenizerConfig
+
+    config = TokenizerConfig.model_validate({"type": "vault", "vault_token": "s3cr3t-vault-token", "mount": "pii"})
+    assert config.options() == {"vault_token": "s3cr3t-vault-token", "mount": "pii"}  # a plain `str` field accepts it
+    assert "s3cr3t-vault-token" not in repr(config) + str(config.model_dump())
+
+
+def test_a_plugin_rejecting_its_options_does_not_echo_them(monkeypatch):
+    from pydantic import BaseModel
+
+    from datahub_tokenize_action import PocTokenizer, load_tokenizer
+    from datahub_tokenize_action import _tokenizers
+
+    class Picky(PocTokenizer):
+        class Config(BaseModel):  # a plain model, which would print its inputs
+            vault_token: int
+
+    class _EntryPoint:
+        def load(self):
+            return Picky
+
+    monkeypatch.setattr(_tokenizers, "available_tokenizers", lambda: {"picky": _EntryPoint()})
+    with pytest.raises(ConfigError, match="vault_token: Input should be a valid integer") as err:
+        load_tokenizer("picky", {"vault_token": "s3cr3t-vault-token"})
+    assert "s3cr3t" not in str(err.value)
+
+
 def test_a_connection_needs_a_way_to_connect():
     with pytest.raises(ConfigError, match="needs `url`"):
         parse_config({"connections": [{"platform": "postgres"}], "tokenizer": TOKENIZER})

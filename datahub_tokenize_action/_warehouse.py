@@ -71,7 +71,6 @@ _ADDRESSABLE_TYPES = (
 )
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Batch:
     """One batch to write, by column: key values, then per tokenized column the plaintext

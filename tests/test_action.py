@@ -283,3 +283,43 @@ def test_a_transient_failure_is_retried_for_real_and_never_shows_the_password(ru
         assert "127.0.0.1" in str(error)
         assert error.__cause__ is None and error.__suppress_context__
 
+
+
+# -- DataHub unreachable ---------------------------------------------------------------
+
+
+class _FlakyGraph:
+    """A DataHub graph whose writes fail until ``up`` is set; records what it was sent."""
+
+    def __init__(self) -> None:
+        self.up, self.sent = False, []
+
+    def get_aspect(self, entity_urn: str, aspect_type: type) -> None:
+        return None
+
+    def emit_mcps(self, mcps: Any) -> None:
+        if not self.up:
+            raise ConnectionError("HTTPConnectionPool(host='gms', port=8080): Max retries exceeded")
+        self.sent.extend(mcps)
+
+
+@pytest.mark.postgres
+def test_a_datahub_outage_after_tokenizing_is_transient_and_the_retry_records_the_outcome(pg, runs):
+    from datahub_tokenize_action import DataHubError
+
+    table = pg.create_table([("id", "int"), ("email", "text")], [(1, "alice@example.com")])
+    action = make_action(pg.server_url)
+    action.graph = graph = _FlakyGraph()
+    event = field_tag(pg.urn(table), "email")
+
+    with pytest.raises(DataHubError, match="ended SUCCESS, but recording that in DataHub failed") as err:
+        action.act(event)
+    assert err.value.permanent is False
+    tokenized = pg.rows(table)
+    assert action.config.build_tokenizer().is_token(tokenized[0][1])
+
+    graph.up = True
+    action.act(event)  # the pipeline's retry: runs again, changes nothing, writes the outcome
+
+    assert len(runs) == 2 and pg.rows(table) == tokenized
+    assert {m.aspectName for m in graph.sent} >= {"globalTags", "datasetProperties"}

@@ -1,12 +1,13 @@
 """Which columns hold PII, decided from DataHub's schema aspects (pure, no I/O).
 
-Sources, tried in this order; the first that finds any column decides and every
-column it finds is taken:
+What a person marked is unioned; names are only a fallback:
 
-1. ``trigger_tag``: fields carrying the trigger tag (editable or ingested schema metadata);
-2. ``pii_tags``: fields carrying one of the configured PII tags;
-3. ``glossary_terms``: fields with one of the configured glossary terms;
-4. ``name_patterns``: string-typed fields whose name matches a configured pattern.
+1. ``trigger_tag``: fields carrying the trigger tag (editable or ingested schema metadata),
+2. ``pii_tags``: fields carrying one of the configured PII tags,
+3. ``glossary_terms``: fields with one of the configured glossary terms:
+   every column any of these marks is taken;
+4. ``name_patterns``: only when 1-3 mark nothing, string-typed fields whose name matches a
+   configured pattern.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ __all__ = ["ColumnSelection", "select_columns"]
 
 @dataclasses.dataclass(frozen=True)
 class ColumnSelection:
-    """The columns to tokenize, the source that chose them, and the stored field paths
-    that carry the trigger tag (to be untagged after a successful run)."""
+    """The columns to tokenize, the sources that chose them (``+``-joined), and the stored
+    field paths that carry the trigger tag (to be untagged after a successful run)."""
 
     columns: tuple[str, ...]
     source: str | None
@@ -103,10 +104,11 @@ def select_columns(schema: SchemaMetadataClass | None, editable: EditableSchemaM
     # Members of struct columns (``contact.email``) cannot be updated on their own: only
     # top-level columns are candidates.
     fields = {name: f for name, f in fields.items() if not _is_member(name, fields)}
-    for source in ("trigger_tag", "pii_tags", "glossary_terms", "name_patterns"):
-        if source not in config.sources:
-            continue
-        found = tuple(f.path for f in fields.values() if tests[source](f))
+    for group in (("trigger_tag", "pii_tags", "glossary_terms"), ("name_patterns",)):
+        sources = [s for s in group if s in config.sources]
+        hits = {s: {f.path for f in fields.values() if tests[s](f)} for s in sources}
+        found = tuple(f.path for f in fields.values() if any(f.path in h for h in hits.values()))
         if found:
+            source = "+".join(s for s in sources if hits[s])
             return ColumnSelection(found, source, trigger_field_paths(editable, trigger_tag, found))
     return ColumnSelection((), None)

@@ -159,8 +159,8 @@ DEFAULT_NAME_PATTERNS = [
 class ColumnSelectionConfig(ConfigModel):
     """How the action finds the PII columns when the event names none (a dataset-level tag).
 
-    Sources are tried in the order trigger_tag, pii_tags, glossary_terms, name_patterns;
-    the first that finds any column decides, and all columns it finds are tokenized.
+    Every column marked by the trigger tag, a PII tag or a glossary term is tokenized (the
+    union); only when none is marked do the name patterns choose.
     """
 
     sources: list[Literal["trigger_tag", "pii_tags", "glossary_terms", "name_patterns"]] = Field(
@@ -168,7 +168,8 @@ class ColumnSelectionConfig(ConfigModel):
         description="Which sources to use, from: `trigger_tag` (fields carrying the trigger tag), "
         "`pii_tags` (fields carrying one of `pii_tags`), `glossary_terms` (fields with one of "
         "`glossary_terms`), `name_patterns` (text columns whose name matches `name_patterns`). "
-        "They are always tried in that order.",
+        "The columns of the first three are unioned; `name_patterns` is used only when they "
+        "find none.",
     )
     pii_tags: list[str] = Field(
         default_factory=lambda: ["urn:li:tag:pii"],

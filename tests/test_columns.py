@@ -109,19 +109,22 @@ EVERY_SOURCE = schema(
 )
 
 
-# -- the order of the sources --------------------------------------------------------
+# -- how the sources combine ----------------------------------------------------------
 
 
-def test_trigger_tagged_fields_win_over_pii_tags_glossary_terms_and_name_patterns():
+def test_fields_marked_by_the_trigger_tag_pii_tags_and_glossary_terms_are_all_taken():
+    # A steward's tag on one field must not hide the PII tags on others.
     selection = select(EVERY_SOURCE)
 
-    assert selection == ColumnSelection(("card_holder",), "trigger_tag", ())
+    assert selection == ColumnSelection(
+        ("card_holder", "tax_ref", "passport"), "trigger_tag+pii_tags+glossary_terms", ()
+    )
 
 
-def test_pii_tags_win_over_glossary_terms_and_name_patterns():
+def test_a_source_that_is_off_adds_nothing_to_the_union():
     selection = select(EVERY_SOURCE, cfg=config(sources=["pii_tags", "glossary_terms", "name_patterns"]))
 
-    assert (selection.columns, selection.source) == (("tax_ref",), "pii_tags")
+    assert (selection.columns, selection.source) == (("tax_ref", "passport"), "pii_tags+glossary_terms")
 
 
 def test_glossary_terms_win_over_name_patterns():
@@ -136,10 +139,10 @@ def test_name_patterns_decide_only_when_no_field_is_tagged_or_termed():
     assert (selection.columns, selection.source) == (("email",), "name_patterns")
 
 
-def test_the_order_is_fixed_whatever_order_the_sources_are_listed_in():
+def test_name_patterns_stay_a_fallback_whatever_order_the_sources_are_listed_in():
     selection = select(EVERY_SOURCE, cfg=config(sources=["name_patterns", "glossary_terms", "pii_tags"]))
 
-    assert selection.source == "pii_tags"
+    assert selection.source == "pii_tags+glossary_terms"
 
 
 def test_the_deciding_source_takes_every_field_it_finds_in_schema_order():
@@ -181,13 +184,13 @@ def test_ingested_and_editable_tags_of_one_field_and_of_different_fields_all_cou
     assert selection.columns == ("a_ref", "b_ref")
 
 
-def test_the_trigger_tag_in_the_editable_schema_metadata_wins_over_ingested_pii_tags():
+def test_the_trigger_tag_in_the_editable_schema_metadata_joins_ingested_pii_tags():
     selection = select(
         schema(field("a_ref", tags=[PII]), field("b_ref")),
         editable(editable_field("b_ref", tags=[TRIGGER])),
     )
 
-    assert selection == ColumnSelection(("b_ref",), "trigger_tag", ("b_ref",))
+    assert selection == ColumnSelection(("a_ref", "b_ref"), "trigger_tag+pii_tags", ("b_ref",))
 
 
 def test_glossary_terms_from_both_aspects_count():

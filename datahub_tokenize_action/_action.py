@@ -16,7 +16,7 @@ from datahub_actions.pipeline.pipeline_context import PipelineContext
 from ._config import TokenizeConfig
 from ._events import parse_event
 from ._exceptions import TokenizeError
-from ._runner import tokenize_dataset
+from ._runner import current_request, tokenize_dataset
 
 __all__ = ["TokenizeAction"]
 
@@ -60,6 +60,10 @@ class TokenizeAction(Action):
         request = parse_event(event, self.config.trigger_tag)
         if request is None:
             return
+        if self.graph is not None:
+            request = current_request(self.graph, self.config, request)  # a redelivery repeats its run
+            if request is None:
+                return
         logger.info("tokenize %s%s", request.dataset_urn,
                     f" columns {', '.join(request.columns)}" if request.columns else "")
         outcome = tokenize_dataset(self.config, request, graph=self.graph)

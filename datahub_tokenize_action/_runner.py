@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import threading
 import uuid
 from typing import Iterator, Protocol, Sequence
 
 from datahub.metadata.schema_classes import (
+    DatasetPropertiesClass,
     EditableDatasetPropertiesClass,
     EditableSchemaMetadataClass,
+    GlobalTagsClass,
     MetadataChangeProposalClass,
     SchemaMetadataClass,
     TagPropertiesClass,
@@ -25,9 +28,9 @@ from ._exceptions import DataHubError, NoColumnsError, TokenizeError, first_line
 from ._request import TokenizeRequest
 from ._result import TokenizeResult, utc_now
 from ._routing import route
-from ._writeback import outcome_mcps, tag_definition_mcps
+from ._writeback import RUN_RECORD_PROPERTY, outcome_mcps, tag_definition_mcps
 
-__all__ = ["Outcome", "failed_result", "run_request", "tokenize_dataset"]
+__all__ = ["Outcome", "current_request", "failed_result", "run_request", "tokenize_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +124,46 @@ def _datahub(doing: str) -> Iterator[None]:
             f"{doing} failed: {type(e).__name__}: {first_line(e)[:300]}; check `datahub.server` and that "
             "DataHub is up, then run again (values already tokens are skipped)"
         ) from e
+
+
+def current_request(graph: Graph, config: TokenizeConfig, request: TokenizeRequest) -> TokenizeRequest | None:
+    """What an event's request asks for now, given DataHub's current state.
+
+    A request naming columns is returned as it is. A dataset-level one is served by column
+    selection only while the trigger tag is still on the dataset. Without it, a successful
+    run has removed it (the event is a duplicate or a redelivery): the columns of that run
+    are returned, so the repeat changes 0 rows and writes SUCCESS again, instead of letting
+    selection pick other columns now that the tagged fields are untagged. Neither the tag
+    nor a successful run (the steward removed the tag before the run): None, nothing to do.
+
+    Raises:
+        DataHubError: DataHub could not be read.
+    """
+    if request.columns:
+        return request
+    with _datahub(f"dataset {request.dataset_urn}: reading its tags from DataHub"):
+        tags = graph.get_aspect(request.dataset_urn, GlobalTagsClass)
+        if tags is not None and any(t.tag == config.trigger_tag for t in tags.tags):  # type: ignore[attr-defined]
+            return request
+        props = graph.get_aspect(request.dataset_urn, DatasetPropertiesClass)
+    record = _last_run(props)
+    if record.get("status") == "SUCCESS" and isinstance(record.get("columns"), list) and record["columns"]:
+        logger.info("%s: %s is no longer on the dataset; repeating run %s on its columns %s",
+                    request.dataset_urn, config.trigger_tag, record.get("run_id"), ", ".join(record["columns"]))
+        return TokenizeRequest(request.dataset_urn, tuple(record["columns"]))
+    logger.info("%s: %s is no longer on the dataset and no run succeeded: nothing to do",
+                request.dataset_urn, config.trigger_tag)
+    return None
+
+
+def _last_run(props: object | None) -> dict:
+    """The run record in ``datasetProperties`` ({} if none or unreadable)."""
+    text = (getattr(props, "customProperties", None) or {}).get(RUN_RECORD_PROPERTY)
+    try:
+        record = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def run_request(config: TokenizeConfig, request: TokenizeRequest, *, dry_run: bool = False) -> TokenizeResult:

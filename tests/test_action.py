@@ -323,3 +323,68 @@ def test_a_datahub_outage_after_tokenizing_is_transient_and_the_retry_records_th
 
     assert len(runs) == 2 and pg.rows(table) == tokenized
     assert {m.aspectName for m in graph.sent} >= {"globalTags", "datasetProperties"}
+
+
+# -- what DataHub says now: redelivered and withdrawn dataset events -------------------------
+
+
+class _StateGraph:
+    """DataHub's current aspects of one dataset (by aspect class); writes are kept."""
+
+    def __init__(self, *aspects: Any) -> None:
+        self.aspects = {type(a): a for a in aspects}
+        self.sent: list[Any] = []
+
+    def get_aspect(self, entity_urn: str, aspect_type: type) -> Any:
+        return self.aspects.get(aspect_type)
+
+    def emit_mcps(self, mcps: Any) -> None:
+        self.sent.extend(mcps)
+
+
+def _run_record(**fields: Any):
+    from datahub.metadata.schema_classes import DatasetPropertiesClass
+
+    return DatasetPropertiesClass(customProperties={"last_tokenization_run": json.dumps(fields)})
+
+
+def test_a_dataset_event_whose_tag_was_removed_before_any_run_does_nothing(runs):
+    from datahub.metadata.schema_classes import GlobalTagsClass, TagAssociationClass
+
+    action = make_action()
+    action.graph = graph = _StateGraph(GlobalTagsClass([TagAssociationClass("urn:li:tag:pii")]))
+
+    assert action.act(dataset_tag(UNREACHABLE_DATASET)) is None
+    assert runs == [] and graph.sent == []
+
+
+def test_a_failed_run_does_not_make_a_withdrawn_tag_run_again(runs):
+    action = make_action()
+    action.graph = _StateGraph(_run_record(status="FAILED", columns=["email"]))
+
+    assert action.act(dataset_tag(UNREACHABLE_DATASET)) is None
+    assert runs == []
+
+
+@pytest.mark.postgres
+def test_a_redelivered_dataset_event_repeats_the_columns_of_the_run_that_removed_its_tag(pg, runs):
+    table = pg.create_table([("id", "int"), ("email", "text"), ("note", "text")], [(1, "a@x.com", "n")])
+    action = make_action(pg.server_url)
+    action.graph = _StateGraph(_run_record(status="SUCCESS", columns=["note"], run_id="r1"))
+
+    action.act(dataset_tag(pg.urn(table)))
+
+    assert [r.columns for r in runs] == [("note",)]
+    assert pg.rows(table)[0][1] == "a@x.com"
+
+
+def test_while_the_tag_is_on_the_dataset_its_columns_are_chosen_afresh(runs):
+    from datahub.metadata.schema_classes import GlobalTagsClass, TagAssociationClass
+
+    action = make_action()
+    action.graph = _StateGraph(GlobalTagsClass([TagAssociationClass(RUN_TAG)]),
+                               _run_record(status="SUCCESS", columns=["note"]))
+
+    with pytest.raises(NoColumnsError):
+        action.act(dataset_tag(UNREACHABLE_DATASET))  # no schema in this DataHub: no column
+    assert [r.columns for r in runs] == [None]

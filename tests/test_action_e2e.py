@@ -83,7 +83,13 @@ def stack(pg, gms_server, kafka_cluster, schema_registry, platform_event_produce
                 ]))
             return name, urn
 
-        def dataset_tag(self, urn, tag=RUN, operation="ADD"):
+        def dataset_tag(self, urn, tag=RUN, operation="ADD", redelivery=False):
+            """What a steward's click does: the tag on the dataset changes in GMS, then GMS
+            sends the event. ``redelivery``: the event again, as Kafka delivers it twice."""
+            if not redelivery:
+                tags = [t for t in (gms_server.aspect_json(urn, "globalTags") or {}).get("tags", []) if t["tag"] != tag]
+                gms_server.put_aspect(urn, GlobalTagsClass([TagAssociationClass(t["tag"]) for t in tags]
+                                           + ([TagAssociationClass(tag)] if operation == "ADD" else [])))
             platform_event_producer.produce_entity_change_event(
                 entity_change_event(urn, "TAG", operation, modifier=tag, parameters={"tagUrn": tag}))
 
@@ -167,12 +173,27 @@ def test_a_duplicate_event_changes_no_row_and_reports_success_again(stack, pg):
         stack.dataset_tag(urn)
         stack.wait_runs(urn, 1)
         after_first = pg.checksum(name)
-        stack.dataset_tag(urn)
+        stack.dataset_tag(urn, redelivery=True)  # the run removed the tag; the event comes again
         first, second = stack.wait_runs(urn, 2)
     assert first["counts"]["rows_updated"] == 2
     assert second["status"] == "SUCCESS" and second["counts"]["rows_updated"] == 0
+    assert second["columns"] == first["columns"] == ["email", "phone"]
     assert second["counts"]["values_skipped"] == {"email": 2, "phone": 1}
     assert pg.checksum(name) == after_first
+
+
+def test_a_redelivered_dataset_event_repeats_the_columns_of_its_run_not_a_new_choice(stack, pg):
+    # The first run took the field tagged tokenize/run; once untagged, selection alone would
+    # fall back to name patterns (email, phone): the repeat must not tokenize those.
+    name, urn = stack.table(editable_tags={"note": RUN})
+    with running_pipeline(stack.pipeline_config()):
+        stack.dataset_tag(urn)
+        stack.wait_runs(urn, 1)
+        stack.dataset_tag(urn, redelivery=True)
+        first, second = stack.wait_runs(urn, 2)
+    assert first["columns"] == second["columns"] == ["note"]
+    assert second["counts"]["rows_updated"] == 0
+    assert [r[1] for r in pg.rows(name)] == ["alice@example.com", "bob@example.com"]
 
 
 def test_a_missing_table_ends_failed_with_a_failed_events_line_and_no_change(stack, pg, tmp_path):

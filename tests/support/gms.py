@@ -30,7 +30,10 @@ keyed by their Pegasus class name (``{"com.linkedin.schema.StringType": {}}``).
 :meth:`RecordingGms.put_aspect` takes an aspect object and does that for you.
 
 UPSERT MCPs replace the stored aspect (GMS's last-write-wins), so a read after a write
-sees it; PATCH MCPs are only recorded, not applied.
+sees it. PATCH MCPs are recorded; of them, only keyed adds and removes of tags (``globalTags``
+``/tags/<tag>``, ``editableSchemaMetadata`` ``/editableSchemaFieldInfo/<field>/globalTags/tags/<tag>``)
+and of ``datasetProperties`` ``/customProperties/<key>`` are also applied (what a redelivered
+event reads back); other patches are not.
 Every other request answers 404 and is also kept in :meth:`RecordingGms.unhandled`.
 
 Failure injection: :meth:`RecordingGms.fail_next`. DataHubGraph's session retries POST
@@ -69,6 +72,19 @@ DEFAULT_GMS_CONFIG: Dict[str, Any] = {
     "datahub": {"serverType": "quickstart", "serverEnv": "core"},
     "noCode": "true",
 }
+
+#: PATCH MCPs applied to the stored aspect (see the module docstring).
+_APPLIED_PATCHES = {"globalTags", "datasetProperties", "editableSchemaMetadata"}
+
+
+def _unescape(part: str) -> str:
+    return part.replace("~1", "/").replace("~0", "~")
+
+
+def _patch_tags(holder: Dict[str, Any], op: Dict[str, Any], tag: str) -> None:
+    global_tags = holder.setdefault("globalTags", {})
+    tags = [t for t in global_tags.get("tags", []) if t["tag"] != tag]
+    global_tags["tags"] = tags + ([op["value"]] if op["op"] == "add" else [])
 
 JSON_CONTENT_TYPE = "application/json"
 JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
@@ -284,11 +300,34 @@ class RecordingGms(LoopbackHttpServer):
         return None
 
     def _apply_locked(self, mcp: RecordedMcp) -> None:
-        if mcp.change_type == "UPSERT" and mcp.aspect_name and isinstance(mcp.value, dict):
+        if mcp.change_type == "PATCH" and mcp.aspect_name in _APPLIED_PATCHES:
+            self._apply_patch_locked(mcp)
+        elif mcp.change_type == "UPSERT" and mcp.aspect_name and isinstance(mcp.value, dict):
             self._aspects[(mcp.entity_urn, mcp.aspect_name)] = json.loads(json.dumps(mcp.value))
         elif mcp.change_type == "DELETE":  # an entity delete drops all its aspects
             for key in [k for k in self._aspects if k[0] == mcp.entity_urn]:
                 self._aspects.pop(key)
+
+    def _apply_patch_locked(self, mcp: RecordedMcp) -> None:
+        aspect = self._aspects.setdefault((mcp.entity_urn, mcp.aspect_name), {})  # type: ignore[arg-type]
+        for op in mcp.patch:
+            parts = [_unescape(p) for p in op["path"].strip("/").split("/")]
+            if mcp.aspect_name == "globalTags" and len(parts) == 2 and parts[0] == "tags":
+                _patch_tags({"globalTags": aspect}, op, parts[1])
+            elif mcp.aspect_name == "datasetProperties" and len(parts) == 2 and parts[0] == "customProperties":
+                props = aspect.setdefault("customProperties", {})
+                if op["op"] == "add":
+                    props[parts[1]] = op["value"]
+                else:
+                    props.pop(parts[1], None)
+            elif (mcp.aspect_name == "editableSchemaMetadata" and len(parts) == 5
+                  and parts[0] == "editableSchemaFieldInfo" and parts[2:4] == ["globalTags", "tags"]):
+                infos = aspect.setdefault("editableSchemaFieldInfo", [])
+                info = next((i for i in infos if i["fieldPath"] == parts[1]), None)
+                if info is None:
+                    info = {"fieldPath": parts[1]}
+                    infos.append(info)
+                _patch_tags(info, op, parts[4])
 
     def _route(self, request: HttpRequest, new_mcps: List[RecordedMcp]) -> Optional[HttpResponse]:
         method, path = request.method, request.path

@@ -9,6 +9,7 @@ import json
 import logging
 import threading
 import uuid
+import weakref
 from typing import Iterator, Protocol, Sequence
 
 from datahub.metadata.schema_classes import (
@@ -191,26 +192,30 @@ def _write_back(graph: Graph, config: TokenizeConfig, request: TokenizeRequest, 
                                     previous_description=previous)
         if getattr(options, _ASPECT_OPTION.get(mcp.aspectName or "", "enabled"))
     ]
-    if options.tags:
-        _define_tags_once(graph)
     graph.emit_mcps(mcps)
     logger.info("%s: wrote %s back to DataHub (%d changes)", request.dataset_urn, result.status, len(mcps))
+    if options.tags:
+        try:
+            _define_tags_once(graph)
+        except Exception as e:  # cosmetic: never let it fail a recorded outcome
+            logger.warning("could not give the tokenize tags a name and description in DataHub (%s: %s); "
+                           "the token may lack rights on tags", type(e).__name__, first_line(e))
 
 
 _defined_tags_lock = threading.Lock()
-_defined_tags: set[int] = set()
+_defined_tags: "weakref.WeakSet[Graph]" = weakref.WeakSet()  # not ids: a new graph may reuse one
 
 
 def _define_tags_once(graph: Graph) -> None:
     """Give the action's tags a name and description, once per graph, only where the tag has
     none yet (so a steward's own wording of them is never overwritten)."""
     with _defined_tags_lock:
-        if id(graph) in _defined_tags:
+        if graph in _defined_tags:
             return
         missing = [m for m in tag_definition_mcps() if graph.get_aspect(m.entityUrn, TagPropertiesClass) is None]
         if missing:
             graph.emit_mcps(missing)
-        _defined_tags.add(id(graph))
+        _defined_tags.add(graph)
 
 
 def failed_result(request: TokenizeRequest, error: BaseException, *, dry_run: bool = False,

@@ -388,3 +388,22 @@ def test_while_the_tag_is_on_the_dataset_its_columns_are_chosen_afresh(runs):
     with pytest.raises(NoColumnsError):
         action.act(dataset_tag(UNREACHABLE_DATASET))  # no schema in this DataHub: no column
     assert [r.columns for r in runs] == [None]
+
+
+@pytest.mark.postgres
+def test_a_token_without_rights_on_tags_still_records_the_outcome(pg):
+    from datahub.metadata.schema_classes import TagPropertiesClass
+
+    class NoTagRights(_StateGraph):
+        def get_aspect(self, entity_urn: str, aspect_type: type) -> Any:
+            if aspect_type is TagPropertiesClass:
+                raise PermissionError("403 Unauthorized to read tag")
+            return super().get_aspect(entity_urn, aspect_type)
+
+    table = pg.create_table([("id", "int"), ("email", "text")], [(1, "a@x.com")])
+    action = make_action(pg.server_url)
+    action.graph = graph = NoTagRights()
+
+    assert action.act(field_tag(pg.urn(table), "email")) is None
+
+    assert {m.aspectName for m in graph.sent} >= {"globalTags", "datasetProperties"}

@@ -51,6 +51,11 @@ class ConnectionConfig(ConfigModel):
         "accepts the JDBC form `jdbc:databricks://<host>:443/default;httpPath=<path>;...;PWD=<token>`. "
         "Treated as a secret: logs show it with the password masked.",
     )
+    password: SecretStr | None = Field(
+        default=None,
+        description="Postgres: the password, given apart from `url` so that any character works "
+        "as it is (inside `url`, `@ / : % ?` must be percent-encoded). Overrides a password in `url`.",
+    )
     host: str | None = Field(
         default=None,
         description="Databricks only, instead of `url`: the workspace host name.",
@@ -82,6 +87,21 @@ class ConnectionConfig(ConfigModel):
                 f"connection for platform {self.platform!r} needs `url` (or, for databricks, "
                 "`host`, `http_path` and `token`)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _url_names_one_host(self) -> "ConnectionConfig":
+        # SQLAlchemy ends the user name and password at the first `@`: a raw `@` in a password
+        # turns the rest of it into host, database or query, which errors would then show.
+        # Refuse it without showing the URL.
+        raw = self.url.get_secret_value() if self.url is not None else ""
+        if "://" in raw and not raw.startswith("jdbc:"):
+            if raw.split("://", 1)[1].count("@") > 1:
+                raise ValueError(
+                    f"the `url` of the {self.platform!r} connection has more than one '@': its user "
+                    "name or password holds a reserved character. Give the password as `password:` "
+                    "(any character works there) or percent-encode it in the URL (@ is %40)"
+                )
         return self
 
 

@@ -74,7 +74,7 @@ def parse_event(envelope: EventEnvelope, trigger_tag: str = RUN_TAG) -> Tokenize
             dataset_urn = str(DatasetUrn.from_string(field_urn.parent))
             path = _field_path(_parameters(event).get("fieldPath"), field_urn.field_path)
             column = get_simple_field_path_from_v2_field_path(path)
-            return TokenizeRequest(dataset_urn, (column,), (path,)) if column else None
+            return TokenizeRequest(dataset_urn, (column,)) if column else None
     except InvalidUrnError:
         return None
     return None

@@ -71,6 +71,8 @@ class PostgresTokenizer(WarehouseTokenizer):
             raise ConfigError(
                 f"the postgres connection `url` ({mask_url(url)}) must start with postgresql+psycopg2://"
             )
+        if self.connection.password is not None and self.connection.password.get_secret_value():
+            url = url.set(password=self.connection.password.get_secret_value())
         if url.database and url.database != ref.database:
             raise DatabaseMismatchError(
                 f"dataset {ref.dataset_urn}: its database is {ref.database!r} but the postgres connection "

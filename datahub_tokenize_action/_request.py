@@ -15,10 +15,7 @@ class TokenizeRequest:
         dataset_urn: the DataHub dataset URN, e.g.
             ``urn:li:dataset:(urn:li:dataPlatform:postgres,appdb.public.customers,PROD)``.
         columns: the columns to tokenize, or None to let column selection decide.
-        field_paths: the DataHub field paths (as stored, v2 form included) that the
-            trigger tag was added to; a successful run removes the tag from them.
     """
 
     dataset_urn: str
     columns: tuple[str, ...] | None = None
-    field_paths: tuple[str, ...] = ()

@@ -178,11 +178,13 @@ def run_request(config: TokenizeConfig, request: TokenizeRequest, *, dry_run: bo
 def _write_back(graph: Graph, config: TokenizeConfig, request: TokenizeRequest, result: TokenizeResult,
                 editable: EditableSchemaMetadataClass | None) -> None:
     options = config.write_back
-    fields: tuple[str, ...] = tuple(request.field_paths)
+    fields: tuple[str, ...] = ()
     if result.status == "SUCCESS" and options.tags:
         if editable is None:
             editable = graph.get_aspect(request.dataset_urn, EditableSchemaMetadataClass)  # type: ignore[assignment]
-        fields = tuple(dict.fromkeys(fields + trigger_field_paths(editable, config.trigger_tag, result.columns)))
+        # Only fields DataHub shows with the tag now: removing one that is not there (a
+        # redelivery, or a tag from ingestion) is an error on some servers.
+        fields = trigger_field_paths(editable, config.trigger_tag, result.columns)
     previous = None
     if options.documentation:
         props = graph.get_aspect(request.dataset_urn, EditableDatasetPropertiesClass)

@@ -178,3 +178,27 @@ def test_when_datahub_is_down_the_table_is_tokenized_and_the_json_and_exit_code_
     assert (result["status"], result["rows_updated"]) == ("SUCCESS", 1)
     assert "recording that in DataHub failed" in result["write_back_error"]
     assert proc.stderr.count("\n") == 1 and "run again" in proc.stderr and "Traceback" not in proc.stderr
+
+
+AWKWARD_PASSWORD = "Zq9@secret/TAIL:%41?"
+
+
+def test_a_password_with_reserved_characters_works_from_the_password_field(pg, cli_env):
+    config, env = cli_env
+    config.write_text(YAML.replace("tokenize:${PG_PASSWORD}@${PG_HOSTPORT}", "tokenize@${PG_HOSTPORT}")
+                      .replace("    tokenizer:", "        password: ${PG_PASSWORD}\n    tokenizer:"))
+    table = pg.create_table([("id", "int"), ("email", "text")], [(1, "a@x.com")])
+    env = {**env, "PG_PASSWORD": AWKWARD_PASSWORD}
+    proc = run_cli(["run", "-c", str(config), "--dataset", pg.urn(table), "--columns", "email", "--json", "-q"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert "secret" not in proc.stdout + proc.stderr
+
+
+def test_a_url_whose_password_holds_an_at_sign_is_refused_without_showing_any_of_it(cli_env):
+    config, env = cli_env
+    env = {**env, "PG_PASSWORD": AWKWARD_PASSWORD}
+    proc = run_cli(["run", "-c", str(config), "--columns", "email", "--json", "--dataset",
+                    "urn:li:dataset:(urn:li:dataPlatform:postgres,appdb.public.t,PROD)"], env)
+    assert proc.returncode == 2
+    assert "more than one '@'" in proc.stderr and "`password:`" in proc.stderr
+    assert "secret" not in proc.stdout + proc.stderr and "TAIL" not in proc.stdout + proc.stderr

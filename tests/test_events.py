@@ -84,30 +84,27 @@ def test_trigger_tag_added_to_a_dataset_requests_the_whole_dataset() -> None:
 
 
 def test_trigger_tag_added_to_a_column_requests_that_column() -> None:
-    assert parse_event(envelope(field_tag_event("email"))) == TokenizeRequest(DATASET, ("email",), ("email",))
+    assert parse_event(envelope(field_tag_event("email"))) == TokenizeRequest(DATASET, ("email",))
 
 
 def test_v2_field_path_is_simplified_to_the_column_name() -> None:
     event = field_tag_event("[version=2.0].[type=string].email")
 
-    # The column is simplified; the stored path is kept for removing the tag afterwards.
-    assert parse_event(envelope(event)) == TokenizeRequest(
-        DATASET, ("email",), ("[version=2.0].[type=string].email",)
-    )
+    assert parse_event(envelope(event)) == TokenizeRequest(DATASET, ("email",))
 
 
 def test_dataset_comes_from_the_field_urn_when_parent_urn_is_the_field_urn_itself() -> None:
     field_urn = f"urn:li:schemaField:({DATASET},email)"
     event = field_tag_event("email", parent_urn=field_urn)
 
-    assert parse_event(envelope(event)) == TokenizeRequest(DATASET, ("email",), ("email",))
+    assert parse_event(envelope(event)) == TokenizeRequest(DATASET, ("email",))
 
 
 def test_field_path_falls_back_to_the_urn_and_is_decoded_when_the_parameter_is_missing() -> None:
     event = field_tag_event("[version=2.0].[type=string].a,b", urn_field_path="[version=2.0].[type=string].a%2Cb")
     del event["parameters"]["fieldPath"]
 
-    assert parse_event(envelope(event)) == TokenizeRequest(DATASET, ("a,b",), ("[version=2.0].[type=string].a,b",))
+    assert parse_event(envelope(event)) == TokenizeRequest(DATASET, ("a,b",))
 
 
 def test_a_custom_trigger_tag_is_honoured() -> None:

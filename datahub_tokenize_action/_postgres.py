@@ -84,6 +84,14 @@ class PostgresTokenizer(WarehouseTokenizer):
     def engine_options(self) -> dict[str, Any]:
         return {"connect_args": {"application_name": "datahub-tokenize", "connect_timeout": 10}}
 
+    #: SQLSTATE classes that a retry meets again: data exception, integrity constraint,
+    #: syntax error or access rule (grants), WITH CHECK OPTION, SQL routine, PL/pgSQL RAISE.
+    PERMANENT_SQLSTATE_CLASSES = frozenset({"22", "23", "42", "44", "2F", "P0"})
+
+    def is_permanent(self, driver_error: BaseException) -> bool:
+        code = getattr(driver_error, "pgcode", None) or ""
+        return code[:2] in self.PERMANENT_SQLSTATE_CLASSES
+
     def fence(self, subquery: sa.Select[Any]) -> sa.Select[Any]:
         # OFFSET keeps Postgres from pulling the subquery up (it would copy each
         # CASE, regex included, into every aggregate that reads it).

@@ -176,6 +176,7 @@ class WarehouseTokenizer(abc.ABC):
         - ``lock(conn, target)``: mutual exclusion of runs on one table.
         - ``keyset_after(target, last_key)``: the "after this key" predicate.
         - ``value_of(target, column)``: the column's value as read, guarded and tokenized.
+        - ``is_permanent(driver_error)``: whether a failure mid-run is worth retrying.
 
     Capability flags (class attributes):
         - ``supports_transactions``: the whole run can be one transaction.
@@ -276,6 +277,12 @@ class WarehouseTokenizer(abc.ABC):
         """
         col = target.table.c[column]
         return sa.cast(col, sa.Text) if target.description.columns[column].fixed_width else col
+
+    def is_permanent(self, driver_error: BaseException) -> bool:
+        """Whether a driver error during the run will recur on a retry (a constraint, a
+        trigger, a missing grant) rather than pass (a lost connection, a deadlock).
+        Default: False, so the pipeline retries; safe, a retry skips what is done."""
+        return False
 
     def lock(self, conn: Connection, target: WriteTarget) -> ContextManager[None]:
         """Hold off other runs on the same table while the block runs (default: no lock)."""
@@ -528,11 +535,13 @@ class WarehouseTokenizer(abc.ABC):
                 if not isinstance(driver_error, conn.dialect.loaded_dbapi.Error):
                     raise
                 conn.rollback()
-                raise WarehouseWriteError(
+                error = WarehouseWriteError(
                     f"dataset {ref.dataset_urn}: the warehouse failed during the run: {first_line(driver_error)}"
                     + ("" if self.options.commit_every_batch or not self.supports_transactions
                        else "; nothing was changed (the run's transaction was rolled back)")
-                ) from None
+                )
+                error.permanent = self.is_permanent(driver_error)
+                raise error from None
         elapsed = time.monotonic() - started
         result = TokenizeResult(
             status="SUCCESS",

@@ -52,9 +52,10 @@ def test_a_failure_on_the_third_batch_leaves_the_table_unchanged(pg):
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(100))
     _fail_on_row(pg, table, 25)  # batch_size 10: the third batch holds rows 21-30
     before = pg.checksum(table)
-    with pytest.raises(WarehouseWriteError, match="injected failure.*nothing was changed"):
+    with pytest.raises(WarehouseWriteError, match="injected failure.*nothing was changed") as err:
         run_request(pg.config(batch_size=10), TokenizeRequest(pg.urn(table), ("email",)))
     assert pg.checksum(table) == before
+    assert err.value.permanent is True, "a trigger's RAISE recurs on a retry: not worth retrying"
 
 
 def test_commit_every_batch_keeps_finished_batches_and_a_second_run_completes_the_table(pg):
@@ -201,3 +202,25 @@ def test_a_key_whose_values_cannot_be_matched_back_is_refused_and_nothing_change
     with pytest.raises(NoKeyError, match=r"id \(BYTEA\)"):
         run_request(pg.config(), TokenizeRequest(pg.urn(table), ("email",)))
     assert pg.checksum(table) == before
+
+
+@pytest.mark.parametrize("pgcode, permanent", [
+    ("23505", True),   # unique_violation (e.g. a unique index on the tokenized column)
+    ("22001", True),   # string_data_right_truncation
+    ("42501", True),   # insufficient_privilege: needs a grant
+    ("P0001", True),   # a trigger's RAISE EXCEPTION
+    ("40P01", False),  # deadlock_detected
+    ("40001", False),  # serialization_failure
+    ("08006", False),  # connection_failure
+    ("57P01", False),  # admin_shutdown
+    (None, False),
+])
+def test_failures_that_would_recur_are_permanent_and_others_retried(pgcode, permanent):
+    class DriverError(Exception):
+        pass
+
+    error = DriverError("boom")
+    error.pgcode = pgcode
+    config = parse_config({"connections": [{"platform": "postgres", "url": "postgresql+psycopg2://u@h"}],
+                           "tokenizer": {"type": "poc"}})
+    assert PostgresTokenizer(config.connections[0], config.build_tokenizer()).is_permanent(error) is permanent

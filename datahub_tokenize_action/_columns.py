@@ -32,12 +32,10 @@ __all__ = ["ColumnSelection", "select_columns"]
 
 @dataclasses.dataclass(frozen=True)
 class ColumnSelection:
-    """The columns to tokenize, the sources that chose them (``+``-joined), and the stored
-    field paths that carry the trigger tag (to be untagged after a successful run)."""
+    """The columns to tokenize and the sources that chose them (``+``-joined)."""
 
     columns: tuple[str, ...]
     source: str | None
-    trigger_field_paths: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -110,5 +108,5 @@ def select_columns(schema: SchemaMetadataClass | None, editable: EditableSchemaM
         found = tuple(f.path for f in fields.values() if any(f.path in h for h in hits.values()))
         if found:
             source = "+".join(s for s in sources if hits[s])
-            return ColumnSelection(found, source, trigger_field_paths(editable, trigger_tag, found))
+            return ColumnSelection(found, source)
     return ColumnSelection((), None)

@@ -19,7 +19,22 @@ from datahub_tokenize_action import TokenizeConfig, parse_config
 HMAC_KEY = "test-hmac-key-0123456789abcdef"
 
 
-class PostgresHarness:
+class _TableReads:
+    """Reading a test table back, the same on every warehouse (``execute``, ``quote`` and
+    ``qualified`` come from the harness)."""
+
+    def rows(self, name: str, order_by: str = "id") -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.execute(f"SELECT * FROM {self.qualified(name)} ORDER BY {self.quote(order_by)}")]
+
+    def checksum(self, name: str, columns: Sequence[str] | None = None, order_by: str = "id") -> str:
+        cols = ", ".join(self.quote(c) for c in columns) if columns else "*"
+        rows = self.execute(f"SELECT {cols} FROM {self.qualified(name)} ORDER BY {self.quote(order_by)}")
+        # bytea comes back as memoryview, whose repr is its address: compare its bytes.
+        rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+        return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+class PostgresHarness(_TableReads):
     platform = "postgres"
     supports_transactions = True
     types = {"int": "integer", "bigint": "bigint", "text": "text", "date": "date"}
@@ -59,15 +74,8 @@ class PostgresHarness:
                 conn.execute(sa.insert(meta), [dict(zip([c for c, _ in columns], r)) for r in rows])
         return name
 
-    def rows(self, name: str, order_by: str = "id") -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self.execute(f"SELECT * FROM {self.quote(name)} ORDER BY {self.quote(order_by)}")]
-
-    def checksum(self, name: str, columns: Sequence[str] | None = None, order_by: str = "id") -> str:
-        cols = ", ".join(self.quote(c) for c in columns) if columns else "*"
-        rows = self.execute(f"SELECT {cols} FROM {self.quote(name)} ORDER BY {self.quote(order_by)}")
-        # bytea comes back as memoryview, whose repr is its address: compare its bytes.
-        rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
-        return hashlib.sha256(repr(rows).encode()).hexdigest()
+    def qualified(self, name: str) -> str:
+        return self.quote(name)
 
     def urn(self, name: str) -> str:
         return f"urn:li:dataset:(urn:li:dataPlatform:postgres,{self.database}.{self.schema}.{name},PROD)"
@@ -101,7 +109,7 @@ def databricks_skip_reason(missing: Sequence[str]) -> str:
     return f"live Databricks: {', '.join(missing)} not set (the test catalog must be a Unity Catalog one)"
 
 
-class DatabricksHarness:
+class DatabricksHarness(_TableReads):
     """Delta tables in a Unity Catalog schema of a live SQL warehouse.
 
     Tables are ``USING DELTA`` with a unique name; with a ``key``, its columns are NOT NULL
@@ -220,13 +228,6 @@ class DatabricksHarness:
             conn.commit()
         return name
 
-    def rows(self, name: str, order_by: str = "id") -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self.execute(f"SELECT * FROM {self.qualified(name)} ORDER BY {self.quote(order_by)}")]
-
-    def checksum(self, name: str, columns: Sequence[str] | None = None, order_by: str = "id") -> str:
-        cols = ", ".join(self.quote(c) for c in columns) if columns else "*"
-        rows = self.execute(f"SELECT {cols} FROM {self.qualified(name)} ORDER BY {self.quote(order_by)}")
-        return hashlib.sha256(repr([tuple(r) for r in rows]).encode()).hexdigest()
 
     def urn(self, name: str) -> str:
         return f"urn:li:dataset:(urn:li:dataPlatform:databricks,{self.catalog}.{self.schema}.{name},PROD)"

@@ -116,9 +116,7 @@ def test_fields_marked_by_the_trigger_tag_pii_tags_and_glossary_terms_are_all_ta
     # A steward's tag on one field must not hide the PII tags on others.
     selection = select(EVERY_SOURCE)
 
-    assert selection == ColumnSelection(
-        ("card_holder", "tax_ref", "passport"), "trigger_tag+pii_tags+glossary_terms", ()
-    )
+    assert selection == ColumnSelection(("card_holder", "tax_ref", "passport"), "trigger_tag+pii_tags+glossary_terms")
 
 
 def test_a_source_that_is_off_adds_nothing_to_the_union():
@@ -190,7 +188,7 @@ def test_the_trigger_tag_in_the_editable_schema_metadata_joins_ingested_pii_tags
         editable(editable_field("b_ref", tags=[TRIGGER])),
     )
 
-    assert selection == ColumnSelection(("a_ref", "b_ref"), "trigger_tag+pii_tags", ("b_ref",))
+    assert selection == ColumnSelection(("a_ref", "b_ref"), "trigger_tag+pii_tags")
 
 
 def test_glossary_terms_from_both_aspects_count():
@@ -205,7 +203,7 @@ def test_glossary_terms_from_both_aspects_count():
 def test_editable_schema_metadata_alone_is_enough():
     selection = select(None, editable(editable_field("tax_ref", tags=[TRIGGER])))
 
-    assert selection == ColumnSelection(("tax_ref",), "trigger_tag", ("tax_ref",))
+    assert selection == ColumnSelection(("tax_ref",), "trigger_tag")
 
 
 # -- v2 field paths --------------------------------------------------------------------
@@ -230,12 +228,13 @@ def test_v2_and_plain_paths_of_one_column_are_one_field():
     assert selection.columns == ("email",)
 
 
-def test_the_selection_keeps_the_stored_v2_path_of_trigger_tagged_fields():
+def test_the_selected_columns_lead_back_to_the_stored_v2_path_of_trigger_tagged_fields():
     stored = editable(editable_field(V2_EMAIL, tags=[TRIGGER]))
 
     selection = select(schema(field(V2_EMAIL), field("[version=2.0].[type=string].phone")), stored)
 
-    assert selection == ColumnSelection(("email",), "trigger_tag", (V2_EMAIL,))
+    assert selection == ColumnSelection(("email",), "trigger_tag")
+    assert trigger_field_paths(stored, TRIGGER, selection.columns) == (V2_EMAIL,)
 
 
 def test_trigger_field_paths_returns_the_stored_v2_path_of_each_column_that_carries_the_trigger_tag():
@@ -258,9 +257,11 @@ def test_trigger_field_paths_is_empty_without_editable_schema_metadata():
 
 def test_a_trigger_tag_from_ingestion_is_not_scheduled_for_removal():
     # Only the editable aspect is written back, so only its paths are returned.
-    selection = select(schema(field(V2_EMAIL, tags=[TRIGGER])), editable(editable_field(V2_EMAIL)))
+    stored = editable(editable_field(V2_EMAIL))
+    selection = select(schema(field(V2_EMAIL, tags=[TRIGGER])), stored)
 
-    assert selection == ColumnSelection(("email",), "trigger_tag", ())
+    assert selection == ColumnSelection(("email",), "trigger_tag")
+    assert trigger_field_paths(stored, TRIGGER, selection.columns) == ()
 
 
 # -- name patterns ---------------------------------------------------------------------

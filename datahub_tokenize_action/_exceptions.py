@@ -41,6 +41,8 @@ __all__ = [
     "TableNotFoundError",
     "TokenTooLongError",
     "TokenizeError",
+    "TokenizerContractError",
+    "TokenizerError",
     "UnknownTokenizerError",
     "UnsupportedColumnTypeError",
     "WarehouseUnavailableError",
@@ -113,6 +115,19 @@ class NotDeltaTableError(InvalidTargetError):
 
 class NoColumnsError(InvalidTargetError):
     pass
+
+
+class TokenizerError(TokenizeError):
+    """The tokenizer raised while making tokens (a vault plugin's outage, say); a retry may help."""
+
+    permanent = False
+
+
+class TokenizerContractError(TokenizerError):
+    """A tokenizer plugin broke its contract (token count, tokens it does not recognise);
+    found before those tokens are written."""
+
+    permanent = True
 
 
 class WarehouseUnavailableError(TokenizeError):

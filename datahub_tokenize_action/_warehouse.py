@@ -18,6 +18,7 @@ Validation happens before anything is written: a bad request changes nothing.
 from __future__ import annotations
 
 import abc
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -41,6 +42,8 @@ from ._exceptions import (
     NoKeyError,
     TableNotFoundError,
     TokenizeError,
+    TokenizerContractError,
+    TokenizerError,
     TokenTooLongError,
     UnsupportedColumnTypeError,
     WarehouseUnavailableError,
@@ -191,6 +194,11 @@ class WarehouseTokenizer(abc.ABC):
     supports_advisory_locks: ClassVar[bool] = False
     supports_temp_tables: ClassVar[bool] = False
     supports_pipelined_reads: ClassVar[bool] = False
+
+    #: With pipelined reads: rows tokenized ahead of the writer, at most (whole batches,
+    #: at least one). Enough to keep Python busy while Postgres applies a chunk of staged
+    #: rows; it bounds memory whatever the ``batch_size``.
+    MAX_ROWS_IN_FLIGHT: ClassVar[int] = 160_000
 
     def __init__(self, connection: ConnectionConfig, tokenizer: Tokenizer, options: RunOptions | None = None):
         self.connection = connection
@@ -579,9 +587,10 @@ class WarehouseTokenizer(abc.ABC):
         """Read, tokenize and write in keyset batches.
 
         With ``supports_pipelined_reads`` (and not a dry run) pages are read on a second
-        connection while one writer thread applies the previous batch on ``conn``, the
-        connection holding the run's transaction and lock: reading and tokenizing in
-        Python overlap with the warehouse applying writes. At most one batch is in flight.
+        connection while one writer thread sends earlier batches, in order, on ``conn``,
+        the connection holding the run's transaction and lock: reading and tokenizing in
+        Python overlap with the warehouse applying writes. At most ``MAX_ROWS_IN_FLIGHT``
+        rows (whole batches, at least one) wait for the writer, which bounds memory.
         """
         t = target.table
         nkey = len(target.key)
@@ -596,6 +605,7 @@ class WarehouseTokenizer(abc.ABC):
         commit_each = self.options.commit_every_batch and not dry_run
         progress = _Progress(target.ref.name, expected, self.options.progress_interval_s, dry_run)
         pipelined = self.supports_pipelined_reads and not dry_run
+        in_flight = max(1, self.MAX_ROWS_IN_FLIGHT // batch_size)
         last_key: tuple[Any, ...] | None = None
 
         def send(thunk: Callable[[], None]) -> None:
@@ -608,7 +618,7 @@ class WarehouseTokenizer(abc.ABC):
             with contextlib.ExitStack() as stack:
                 reader = stack.enter_context(self.engine(target.ref).connect()) if pipelined else conn
                 pool = stack.enter_context(ThreadPoolExecutor(1, "tokenize-writer")) if pipelined else None
-                pending: Future[None] | None = None
+                pending: collections.deque[Future[None]] = collections.deque()
                 try:
                     while True:
                         where = guard if last_key is None else sa.and_(guard, self.keyset_after(target, last_key))
@@ -617,13 +627,12 @@ class WarehouseTokenizer(abc.ABC):
                             break
                         last_key = tuple(rows[-1][:nkey])
                         batch, changed_rows = self._tokenize_batch(target, rows, nkey, dry_run, counts)
-                        if pending is not None:
-                            pending.result()  # the previous batch is written (or its error raised here)
-                            pending = None
+                        while pending and (pending[0].done() or len(pending) >= in_flight):
+                            pending.popleft().result()  # written, or its error raised here
                         if write is not None and changed_rows:
                             thunk = write(batch)
                             if pool is not None:
-                                pending = pool.submit(send, thunk)
+                                pending.append(pool.submit(send, thunk))
                             else:
                                 send(thunk)
                         counts.rows_scanned += len(rows)
@@ -631,11 +640,14 @@ class WarehouseTokenizer(abc.ABC):
                         progress.update(counts.rows_scanned)
                         if len(rows) < batch_size:
                             break
-                    if pending is not None:
-                        pending.result()
+                    while pending:
+                        pending.popleft().result()
                 finally:
-                    if pending is not None:
-                        pending.exception()  # never leave the writer running on ``conn``
+                    for future in pending:
+                        future.cancel()
+                    for future in pending:
+                        if not future.cancelled():
+                            future.exception()  # never leave the writer running on ``conn``
             if write is not None:
                 # The writer applies what it staged as its block closes: say so while it works.
                 with progress.waiting(f"applying {counts.rows_updated:,} tokenized rows"):
@@ -658,21 +670,27 @@ class WarehouseTokenizer(abc.ABC):
                         counts: _Counts) -> tuple[Batch, int]:
         """Split fetched rows into a columnar Batch; count and tokenize the plaintext values."""
         columns = list(zip(*rows))
-        masks = [self.tokenizer.plaintext_mask(col) for col in columns[nkey:]]
-        plains: list[list[str | None]] = []
-        for name, col, mask in zip(target.columns, columns[nkey:], masks):
-            counts.tokenized[name] += sum(mask)
-            plains.append([v if m else None for v, m in zip(col, mask)])
-        if len(masks) == 1:
-            changed = masks[0]
-        else:
-            changed = [any(ms) for ms in zip(*masks)]
+        plains: list[Sequence[str | None]] = []
+        tokens: list[Sequence[str | None]] = []
+        changed: list[bool] | None = None
+        for name, col in zip(target.columns, columns[nkey:]):
+            mask = self.tokenizer.plaintext_mask(col)
+            n_plain = sum(mask)
+            counts.tokenized[name] += n_plain
+            changed = mask if changed is None else [a or b for a, b in zip(changed, mask)]
+            if n_plain == len(col):  # the common case: every value read is plaintext
+                plains.append(col)
+                tokens.append(col if dry_run else self._tokens(target, name, col))
+                continue
+            plain = [v if m else None for v, m in zip(col, mask)]
+            plains.append(plain)
+            if dry_run or not n_plain:
+                tokens.append(plain)
+                continue
+            made = iter(self._tokens(target, name, [v for v in plain if v is not None]))
+            tokens.append([None if v is None else next(made) for v in plain])
+        assert changed is not None
         n_changed = sum(changed)
-        if dry_run:
-            return Batch(columns[:nkey], plains, plains), n_changed
-        distinct = list({v for p in plains for v in p if v is not None})
-        token_of = dict(zip(distinct, self.tokenizer.tokenize_many(distinct)))
-        tokens = [[None if v is None else token_of[v] for v in p] for p in plains]
         if n_changed == len(rows):
             return Batch(columns[:nkey], plains, tokens), n_changed
         keep = [i for i, c in enumerate(changed) if c]  # rows whose every value is already done
@@ -681,6 +699,36 @@ class WarehouseTokenizer(abc.ABC):
             return [seq[i] for i in keep]
 
         return Batch([pick(k) for k in columns[:nkey]], [pick(p) for p in plains], [pick(t) for t in tokens]), n_changed
+
+    def _tokens(self, target: WriteTarget, column: str, values: Sequence[str]) -> list[str]:
+        """The tokenizer's tokens for ``values``, checked before anything is written: one
+        token per value and (unless the tokenizer's tokens are proven by construction)
+        each recognised as a token, so the next run's guard skips it instead of
+        tokenizing the token."""
+        try:
+            made = self.tokenizer.tokenize_many(values)
+        except TokenizeError:
+            raise
+        except Exception as e:
+            # Only the type: a plugin's message may quote the plaintext it was given.
+            raise TokenizerError(
+                f"dataset {target.ref.dataset_urn}: tokenizer {self.tokenizer.type_name!r} raised "
+                f"{type(e).__name__} on column {column!r} (its message is not shown: it may hold "
+                "plaintext); check the tokenizer's service and run again (values already tokens are skipped)"
+            ) from None
+        if len(made) != len(values):
+            raise TokenizerContractError(
+                f"dataset {target.ref.dataset_urn}: tokenizer {self.tokenizer.type_name!r} returned "
+                f"{len(made)} tokens for {len(values)} values of column {column!r}; its tokenize_many "
+                "must return one token per value, in order. Fix the tokenizer plugin"
+            )
+        if self.tokenizer.verify_tokens and not all(map(self.tokenizer.is_token, made)):
+            raise TokenizerContractError(
+                f"dataset {target.ref.dataset_urn}: tokenizer {self.tokenizer.type_name!r} made a token "
+                f"for column {column!r} that its own token_regex / token_length_range does not "
+                "recognise; the next run would tokenize that token again. Fix the tokenizer plugin"
+            )
+        return made
 
 
 class _Progress:

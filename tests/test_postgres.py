@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import threading
+import uuid
 
 import pytest
 
@@ -11,6 +14,8 @@ from datahub_tokenize_action import (
     LockTimeoutError,
     NoKeyError,
     TokenizeRequest,
+    TokenizerContractError,
+    TokenizerError,
     WarehouseUnavailableError,
     WarehouseWriteError,
     parse_config,
@@ -29,6 +34,19 @@ pytestmark = pytest.mark.postgres
 class TestPostgresContract(WarehouseContract):
     @pytest.fixture
     def wh(self, pg):
+        return pg
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Apply the staged rows every few rows, so one run applies many key-range chunks
+    while later batches are still being read (the path a table of millions takes)."""
+    monkeypatch.setattr(PostgresTokenizer, "APPLY_EVERY_ROWS", 3)
+
+
+class TestPostgresContractInChunks(WarehouseContract):
+    @pytest.fixture
+    def wh(self, pg, small_chunks):
         return pg
 
 
@@ -71,6 +89,51 @@ def test_commit_every_batch_keeps_finished_batches_and_a_second_run_completes_th
     result = run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
     assert (result.values_tokenized, result.values_skipped) == ({"email": 80}, {"email": 20})
     assert [v for _, v in pg.rows(table)] == [tok.tokenize(e) for _, e in _emails(100)]
+
+
+@pytest.mark.parametrize("commit_every_batch", [False, True])
+def test_a_failure_while_later_batches_wait_for_the_writer_applies_none_of_them(pg, small_chunks, commit_every_batch):
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(200))
+    # The writer stalls on the second batch while the loop reads and queues the next
+    # ones; then the third batch fails.
+    pg.execute(f"""
+        CREATE FUNCTION slow_boom_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.id = 15 THEN PERFORM pg_sleep(0.5); END IF;
+          IF NEW.id = 25 THEN RAISE EXCEPTION 'injected failure at row %', NEW.id; END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER boom BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION slow_boom_{table}();
+    """)
+    before = pg.rows(table)
+    config = pg.config(batch_size=10, commit_every_batch=commit_every_batch)
+    with pytest.raises(WarehouseWriteError, match="injected failure at row 25"):
+        run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    tok = config.build_tokenizer()
+    done = 20 if commit_every_batch else 0
+    assert pg.rows(table) == [(i, tok.tokenize(e)) for i, e in before[:done]] + before[done:]
+
+
+_UTC = datetime.timezone.utc
+
+
+@pytest.mark.parametrize("key_type, keys", [
+    # ICU orders these unlike their bytes: the chunk bounds must follow the column's collation.
+    ('text COLLATE "und-x-icu"', ["b", "B", "a", "A", "ä", "Z", "z", "ß", "ss", "é", "e", "10", "9", " x"]),
+    ("timestamptz", [datetime.datetime(2024, 3, 31, tzinfo=_UTC) + datetime.timedelta(hours=7 * i) for i in range(14)]),
+    ("uuid", [str(uuid.UUID(int=(i * 0x9E3779B97F4A7C15) % 2**128)) for i in range(14)]),
+    ("numeric", [decimal.Decimal(i) / 7 - 1 for i in range(14)]),
+    ("bigint", [(-1) ** i * i * 10**15 for i in range(14)]),
+    ("date", [datetime.date(2024, 2, 27) + datetime.timedelta(days=i) for i in range(14)]),
+])
+def test_chunks_bounded_by_key_range_reach_every_row_whatever_the_key_type(pg, small_chunks, key_type, keys):
+    table = pg.create_table([("id", key_type), ("email", "text")], [(k, f"user{i}@x.com") for i, k in enumerate(keys)])
+    config = pg.config(batch_size=2)
+    result = run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    tok = config.build_tokenizer()
+    assert result.rows_updated == len(keys)
+    assert sorted(v for _, v in pg.rows(table)) == sorted(tok.tokenize(f"user{i}@x.com") for i in range(len(keys)))
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 0
 
 
 def test_two_concurrent_runs_tokenize_every_value_exactly_once(pg):
@@ -224,3 +287,44 @@ def test_failures_that_would_recur_are_permanent_and_others_retried(pgcode, perm
     config = parse_config({"connections": [{"platform": "postgres", "url": "postgresql+psycopg2://u@h"}],
                            "tokenizer": {"type": "poc"}})
     assert PostgresTokenizer(config.connections[0], config.build_tokenizer()).is_permanent(error) is permanent
+
+
+class _Plugin:
+    """A third-party tokenizer registered under ``type: plugin`` for one test."""
+
+    def __init__(self, cls):
+        self.cls = cls
+
+    def load(self):
+        return self.cls
+
+
+def _with_plugin(monkeypatch, tokenize_many) -> None:
+    from datahub_tokenize_action import PocTokenizer, _tokenizers
+
+    class Plugin(PocTokenizer):
+        verify_tokens = True  # a third party's default
+
+    Plugin.tokenize_many = tokenize_many
+    monkeypatch.setattr(_tokenizers, "available_tokenizers", lambda: {"plugin": _Plugin(Plugin)})
+
+
+@pytest.mark.parametrize("tokenize_many, error, message", [
+    (lambda self, values: [f"tok_{len(v)}_poc" for v in values][1:], TokenizerContractError,
+     r"returned 9 tokens for 10 values of column 'email'.*one token per value"),
+    (lambda self, values: [f"vault:{v[::-1]}" for v in values], TokenizerContractError,
+     r"token_regex / token_length_range does not recognise.*tokenize that token again"),
+    (lambda self, values: (_ for _ in ()).throw(RuntimeError(f"vault refused {values[0]}")), TokenizerError,
+     r"raised RuntimeError on column 'email' \(its message is not shown"),
+])
+def test_a_tokenizer_plugin_that_fails_or_breaks_its_contract_changes_nothing(pg, monkeypatch, small_chunks,
+                                                                            tokenize_many, error, message):
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(30))
+    _with_plugin(monkeypatch, tokenize_many)
+    before = pg.checksum(table)
+    config = pg.config(tokenizer={"type": "plugin"}, batch_size=10)
+    with pytest.raises(error, match=message) as err:
+        run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    assert "user1@example.com" not in str(err.value)
+    assert err.value.permanent is (error is TokenizerContractError)
+    assert pg.checksum(table) == before

@@ -7,7 +7,7 @@ EXPECTED = {
     "DataHubError", "DatabaseMismatchError", "HmacTokenizer", "InvalidDatasetError", "InvalidTargetError", "LockTimeoutError",
     "NoColumnsError", "NoConnectionError", "NoKeyError", "NotDeltaTableError", "Outcome", "PocTokenizer",
     "RunOptions", "TableNotFoundError", "TableRef", "TokenTooLongError", "TokenizeAction", "TokenizeConfig",
-    "TokenizeError", "TokenizeRequest", "TokenizeResult", "Tokenizer", "TokenizerConfig", "UnknownTokenizerError",
+    "TokenizeError", "TokenizeRequest", "TokenizeResult", "Tokenizer", "TokenizerConfig", "TokenizerContractError", "TokenizerError", "UnknownTokenizerError",
     "UnsupportedColumnTypeError", "WarehouseUnavailableError", "WarehouseWriteError", "WriteBackConfig",
     "available_tokenizers", "load_config", "load_pipeline_file", "load_tokenizer", "parse_config", "parse_event",
     "route", "run_request", "select_columns", "tokenize_dataset",

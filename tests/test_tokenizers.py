@@ -118,3 +118,30 @@ def test_builtins_are_registered_as_entry_points_like_any_plugin():
 def test_an_unknown_tokenizer_type_names_the_installed_ones():
     with pytest.raises(UnknownTokenizerError, match="'vault'.*hmac, poc"):
         load_tokenizer("vault", {})
+
+
+def test_the_default_batch_form_calls_tokenize_once_per_distinct_value():
+    calls = []
+
+    class Vault(Tokenizer):
+        token_regex = "^v:[0-9]+$"
+
+        def tokenize(self, value):
+            calls.append(value)
+            return f"v:{len(calls)}"
+
+        def max_token_length(self, input_bytes):
+            return 12
+
+    assert Vault().tokenize_many(["de", "fr", "de", "de", "fr", "it"]) == ["v:1", "v:2", "v:1", "v:1", "v:2", "v:3"]
+    assert calls == ["de", "fr", "it"]
+
+
+@pytest.mark.parametrize("name", sorted(TOKENIZERS))
+def test_builtins_skip_the_per_token_check_only_because_their_tokens_always_match(name):
+    # The loop trusts built-ins (verify_tokens False): their batch form must agree with is_token
+    # (empty strings are never tokenized: they stay empty).
+    tok = TOKENIZERS[name]()
+    assert tok.verify_tokens is False
+    values = ["a", "zoë@exämple.com", "x" * 5000, "tok_", "\n", "日本"]
+    assert all(tok.is_token(t) for t in tok.tokenize_many(values))

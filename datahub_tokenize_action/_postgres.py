@@ -1,4 +1,4 @@
-"""Postgres: advisory lock, ``!~`` guard, COPY into a temp staging table + one ``UPDATE ... FROM``."""
+"""Postgres: advisory lock, ``!~`` guard, COPY into a temp staging table + key-range chunks of ``UPDATE ... FROM``."""
 
 from __future__ import annotations
 
@@ -146,8 +146,8 @@ class PostgresTokenizer(WarehouseTokenizer):
     @contextlib.contextmanager
     def batch_writer(self, conn: Connection, target: WriteTarget) -> Iterator[BatchWriter]:
         """COPY each batch into a temp staging table; apply the stage with one ``UPDATE ... FROM``
-        every ``APPLY_EVERY_ROWS`` staged rows and at the end (each batch with
-        ``commit_every_batch``). Fewer, larger joins are cheaper than one per batch."""
+        over the staged key range every ``APPLY_EVERY_ROWS`` staged rows and at the end (each
+        batch with ``commit_every_batch``). Fewer, larger joins are cheaper than one per batch."""
         prep = conn.dialect.identifier_preparer
         stage_name = "_tokenize_stage"
         stage_cols = [f"k{i}" for i in range(len(target.key))]

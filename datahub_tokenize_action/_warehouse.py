@@ -650,7 +650,7 @@ class WarehouseTokenizer(abc.ABC):
                             future.exception()  # never leave the writer running on ``conn``
             if write is not None:
                 # The writer applies what it staged as its block closes: say so while it works.
-                with progress.waiting(f"applying {counts.rows_updated:,} tokenized rows"):
+                with progress.waiting(f"applying the last staged rows ({counts.rows_updated:,} tokenized in all)"):
                     writer_stack.close()
         return counts
 

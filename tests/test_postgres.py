@@ -237,7 +237,7 @@ def test_long_runs_log_progress_with_rate_and_the_final_apply(pg, caplog):
     run_request(pg.config(batch_size=50, progress_interval_s=0.000001), TokenizeRequest(pg.urn(table), ("email",)))
     messages = [r.getMessage() for r in caplog.records]
     assert any("/ ~500 rows" in m and "rows/s" in m for m in messages)
-    assert any("applying 500 tokenized rows" in m for m in messages)
+    assert any("applying the last staged rows (500 tokenized in all)" in m for m in messages)
     assert any("500 rows updated" in m and "in " in m for m in messages)
 
 

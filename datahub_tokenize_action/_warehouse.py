@@ -21,6 +21,7 @@ import abc
 import collections
 import contextlib
 import dataclasses
+import itertools
 import logging
 import re
 import threading
@@ -142,6 +143,10 @@ class TableDescription:
     #: The warehouse enforces the keys above. False where constraints are informational
     #: (Databricks): the loop then checks the key's values before writing.
     keys_enforced: bool = True
+    #: The column lists of the table's indexes, in index order (the primary key's too); None
+    #: where the warehouse has no indexes (Databricks). Keyset paging wants one that starts
+    #: with the key.
+    indexes: tuple[tuple[str, ...], ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,12 +271,16 @@ class WarehouseTokenizer(abc.ABC):
             )
         pk = tuple(insp.get_pk_constraint(ref.table, schema=ref.schema).get("constrained_columns") or ())
         uniques = [tuple(u["column_names"]) for u in insp.get_unique_constraints(ref.table, schema=ref.schema)]
+        indexes = insp.get_indexes(ref.table, schema=ref.schema)
         uniques += [
             tuple(i["column_names"])
-            for i in insp.get_indexes(ref.table, schema=ref.schema)
+            for i in indexes
             if i.get("unique") and all(i["column_names"]) and not i.get("dialect_options", {}).get("postgresql_where")
         ]
-        return TableDescription(columns=columns, primary_key=pk, unique_keys=tuple(uniques))
+        # Leading plain columns of each index (an expression ends the usable prefix).
+        ordered = [pk] + [tuple(itertools.takewhile(bool, i["column_names"])) for i in indexes]
+        return TableDescription(columns=columns, primary_key=pk, unique_keys=tuple(uniques),
+                                indexes=tuple(o for o in ordered if o))
 
     def check_table(self, conn: Connection, target: WriteTarget) -> None:
         """Dialect-specific checks before writing; raise an InvalidTargetError to refuse."""
@@ -361,6 +370,13 @@ class WarehouseTokenizer(abc.ABC):
                     "text columns can hold tokens. Untag it, or change its type to text first"
                 )
         key = self._choose_key(ref, desc, columns)
+        if desc.indexes is not None and not any(ix[:len(key)] == key for ix in desc.indexes):
+            logger.warning(
+                "dataset %s: no index of %s starts with its key (%s), so every batch reads the whole "
+                "table to find the next rows and the run slows down as the table grows; add one "
+                "(CREATE INDEX ON %s (%s)) before tokenizing a large table",
+                ref.dataset_urn, ref.name, ", ".join(key), f"{ref.schema}.{ref.table}", ", ".join(key),
+            )
         table = self.table_clause(ref, list(dict.fromkeys([*key, *columns])))
         return WriteTarget(ref=ref, table=table, key=key, columns=tuple(columns), description=desc)
 

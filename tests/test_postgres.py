@@ -231,6 +231,21 @@ def test_configured_key_columns_address_a_table_without_keys(pg):
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 2
 
 
+@pytest.mark.parametrize("index, warned", [(None, True), ("(code, id)", True), ("(id, code)", False), ("(id)", False)])
+def test_a_key_no_index_starts_with_is_run_with_a_warning(pg, caplog, index, warned):
+    table = pg.create_table([("id", "int"), ("code", "text"), ("email", "text")],
+                            [(1, "a", "a@x.com"), (2, "b", "b@x.com")], key=None)
+    if index:
+        pg.execute(f"CREATE INDEX ON {table} {index}")
+    config = pg.config(key_columns={f"public.{table}": ["id", "code"]} if index != "(id)" else {f"public.{table}": ["id"]})
+    caplog.set_level("WARNING", logger="datahub_tokenize_action")
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 2
+    warnings = [r.getMessage() for r in caplog.records if "no index of" in r.getMessage()]
+    assert bool(warnings) is warned
+    if warned:
+        assert f"CREATE INDEX ON public.{table} (id" in warnings[0]
+
+
 def test_long_runs_log_progress_with_rate_and_the_final_apply(pg, caplog):
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(500))
     caplog.set_level("INFO", logger="datahub_tokenize_action")

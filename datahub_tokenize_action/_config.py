@@ -147,8 +147,10 @@ class RunOptions(ConfigModel):
     commit_every_batch: bool = Field(
         default=False,
         description="False (default): the whole run is one transaction on warehouses that have "
-        "them: all or nothing. True: commit after every batch, for very large tables; a run "
-        "stopped half way is finished by running it again (values already tokens are skipped).",
+        "them: all or nothing, and rows it updated stay locked until the end. True: commit after "
+        "every batch, for very large tables or tables with live writes (a row stays locked for one "
+        "batch); a run stopped half way is finished by running it again (values already tokens "
+        "are skipped).",
     )
     lock_timeout_s: float = Field(
         default=60.0, gt=0,

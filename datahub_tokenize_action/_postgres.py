@@ -108,6 +108,12 @@ class PostgresTokenizer(WarehouseTokenizer):
         # CASE, regex included, into every aggregate that reads it).
         return subquery.offset(0)
 
+    def key_of(self, target: WriteTarget, column: str) -> sa.ColumnElement[Any]:
+        # Postgres's own text form reads back as exactly the same value, in COPY and as an
+        # untyped literal; the driver's Python values do not always (numeric and timestamp
+        # infinity become NaN or a finite date, and those rows would silently be missed).
+        return sa.cast(target.table.c[column], sa.Text)
+
     def regex_match(self, column: sa.ColumnElement[Any], regex: str) -> sa.ColumnElement[bool]:
         return column.regexp_match(regex)
 
@@ -140,7 +146,7 @@ class PostgresTokenizer(WarehouseTokenizer):
             conn.rollback()  # leave the failed transaction first, so the unlock below can run
             raise
         finally:
-            with contextlib.suppress(sa.exc.DBAPIError):
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
     @contextlib.contextmanager
@@ -208,8 +214,9 @@ class PostgresTokenizer(WarehouseTokenizer):
             if staged:
                 apply()
         finally:
-            # After a failed statement Postgres refuses this too; closing the connection drops it.
-            with contextlib.suppress(sa.exc.DBAPIError):
+            # After a failed statement or commit Postgres (or SQLAlchemy) refuses this too; the
+            # run's error matters, and closing the connection drops the table anyway.
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS pg_temp.{stage_name}"))
 
     @staticmethod

@@ -102,6 +102,10 @@ def tokenize_dataset(config: TokenizeConfig, request: TokenizeRequest, *, graph:
             warehouse.dispose()
         outcome = Outcome(result)
     except TokenizeError as e:
+        # Forget the exception it replaced (a driver's, a plugin's): tracebacks hide it, but
+        # error reporters walk the chain, and its message may hold SQL parameters (plaintext)
+        # or a URL with its password.
+        e.__cause__ = e.__context__ = None
         # The caller reports it (the CLI on stderr, the pipeline when the action raises).
         logger.info("%s: FAILED: %s", request.dataset_urn, e)
         outcome = Outcome(failed_result(request, e, dry_run=dry_run, started_at=started_at), e)

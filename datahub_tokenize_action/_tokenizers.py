@@ -74,8 +74,13 @@ class Tokenizer(abc.ABC):
     #: A short identifier of the key in use, recorded with each run; None if keyless.
     key_id: str | None = None
     #: The loop checks each token with ``is_token`` before writing it (a token the next
-    #: run did not recognise would be tokenized again).
+    #: run did not recognise would be tokenized again). Not inherited: a class is trusted
+    #: only if it sets False itself, so a subclass of a built-in is checked again.
     verify_tokens: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.verify_tokens = bool(cls.__dict__.get("verify_tokens", True))
 
     @classmethod
     def create(cls, config: Mapping[str, Any]) -> "Tokenizer":

@@ -184,6 +184,7 @@ class WarehouseTokenizer(abc.ABC):
         - ``lock(conn, target)``: mutual exclusion of runs on one table.
         - ``keyset_after(target, last_key)``: the "after this key" predicate.
         - ``value_of(target, column)``: the column's value as read, guarded and tokenized.
+        - ``key_of(target, column)``: a key column's value as read and written back.
         - ``is_permanent(driver_error)``: whether a failure mid-run is worth retrying.
 
     Capability flags (class attributes):
@@ -294,6 +295,12 @@ class WarehouseTokenizer(abc.ABC):
         """
         col = target.table.c[column]
         return sa.cast(col, sa.Text) if target.description.columns[column].fixed_width else col
+
+    def key_of(self, target: WriteTarget, column: str) -> sa.ColumnElement[Any]:
+        """A key column's value as the loop reads it. The loop hands these values back to
+        the warehouse (the keyset predicate, the bulk writer), so they must be ones the
+        warehouse reads back as the same key. Default: the column itself."""
+        return target.table.c[column]
 
     def is_permanent(self, driver_error: BaseException) -> bool:
         """Whether a driver error during the run will recur on a retry (a constraint, a
@@ -616,7 +623,8 @@ class WarehouseTokenizer(abc.ABC):
             return counts  # the stats scan found nothing to tokenize
         values = [self.value_of(target, c) for c in target.columns]
         guard = sa.or_(*(self.holds_plaintext(v) for v in values))
-        base = sa.select(*key_cols, *values).order_by(*key_cols)
+        keys = [self.key_of(target, k) for k in target.key]
+        base = sa.select(*keys, *values).order_by(*key_cols)
         batch_size = self.options.batch_size
         commit_each = self.options.commit_every_batch and not dry_run
         progress = _Progress(target.ref.name, expected, self.options.progress_interval_s, dry_run)
@@ -723,6 +731,8 @@ class WarehouseTokenizer(abc.ABC):
         tokenizing the token."""
         try:
             made = self.tokenizer.tokenize_many(values)
+            if not isinstance(made, list):
+                made = list(made)
         except TokenizeError:
             raise
         except Exception as e:

@@ -120,11 +120,14 @@ _UTC = datetime.timezone.utc
 @pytest.mark.parametrize("key_type, keys", [
     # ICU orders these unlike their bytes: the chunk bounds must follow the column's collation.
     ('text COLLATE "und-x-icu"', ["b", "B", "a", "A", "ä", "Z", "z", "ß", "ss", "é", "e", "10", "9", " x"]),
-    ("timestamptz", [datetime.datetime(2024, 3, 31, tzinfo=_UTC) + datetime.timedelta(hours=7 * i) for i in range(14)]),
+    # Infinity (and NaN) have no faithful Python value: a key read as one would miss its row.
+    ("timestamptz", ["infinity", "-infinity"]
+     + [datetime.datetime(2024, 3, 31, tzinfo=_UTC) + datetime.timedelta(hours=7 * i) for i in range(12)]),
+    ("timestamp", ["infinity", "-infinity", "2024-01-01 00:00:00.000001", "1999-12-31 23:59:59"]),
     ("uuid", [str(uuid.UUID(int=(i * 0x9E3779B97F4A7C15) % 2**128)) for i in range(14)]),
-    ("numeric", [decimal.Decimal(i) / 7 - 1 for i in range(14)]),
+    ("numeric", ["Infinity", "-Infinity", "NaN"] + [decimal.Decimal(i) / 7 - 1 for i in range(11)]),
     ("bigint", [(-1) ** i * i * 10**15 for i in range(14)]),
-    ("date", [datetime.date(2024, 2, 27) + datetime.timedelta(days=i) for i in range(14)]),
+    ("date", ["infinity", "-infinity"] + [datetime.date(2024, 2, 27) + datetime.timedelta(days=i) for i in range(12)]),
 ])
 def test_chunks_bounded_by_key_range_reach_every_row_whatever_the_key_type(pg, small_chunks, key_type, keys):
     table = pg.create_table([("id", key_type), ("email", "text")], [(k, f"user{i}@x.com") for i, k in enumerate(keys)])
@@ -317,8 +320,8 @@ class _Plugin:
 def _with_plugin(monkeypatch, tokenize_many) -> None:
     from datahub_tokenize_action import PocTokenizer, _tokenizers
 
-    class Plugin(PocTokenizer):
-        verify_tokens = True  # a third party's default
+    class Plugin(PocTokenizer):  # a built-in's subclass is checked again: trust is not inherited
+        pass
 
     Plugin.tokenize_many = tokenize_many
     monkeypatch.setattr(_tokenizers, "available_tokenizers", lambda: {"plugin": _Plugin(Plugin)})
@@ -332,14 +335,37 @@ def _with_plugin(monkeypatch, tokenize_many) -> None:
     (lambda self, values: (_ for _ in ()).throw(RuntimeError(f"vault refused {values[0]}")), TokenizerError,
      r"raised RuntimeError on column 'email' \(its message is not shown"),
 ])
+@pytest.mark.parametrize("commit_every_batch", [False, True])  # True: nothing to roll back, checked first
 def test_a_tokenizer_plugin_that_fails_or_breaks_its_contract_changes_nothing(pg, monkeypatch, small_chunks,
-                                                                            tokenize_many, error, message):
+                                                                            tokenize_many, error, message,
+                                                                            commit_every_batch):
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(30))
     _with_plugin(monkeypatch, tokenize_many)
     before = pg.checksum(table)
-    config = pg.config(tokenizer={"type": "plugin"}, batch_size=10)
+    config = pg.config(tokenizer={"type": "plugin"}, batch_size=10, commit_every_batch=commit_every_batch)
     with pytest.raises(error, match=message) as err:
         run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
     assert "user1@example.com" not in str(err.value)
+    assert err.value.__context__ is None and err.value.__cause__ is None, "the plugin's message stays out of the chain"
     assert err.value.permanent is (error is TokenizerContractError)
     assert pg.checksum(table) == before
+
+
+def test_a_failure_at_a_batch_commit_is_reported_as_the_warehouse_error(pg):
+    # A deferred constraint trigger fires at COMMIT: the commit after the second batch fails.
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(30))
+    pg.execute(f"""
+        CREATE FUNCTION late_boom_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.id = 15 THEN RAISE EXCEPTION 'deferred failure at row %', NEW.id; END IF;
+          RETURN NEW;
+        END $$;
+        CREATE CONSTRAINT TRIGGER late AFTER UPDATE ON {table} DEFERRABLE INITIALLY DEFERRED
+          FOR EACH ROW EXECUTE FUNCTION late_boom_{table}();
+    """)
+    config = pg.config(batch_size=10, commit_every_batch=True)
+    with pytest.raises(WarehouseWriteError, match="deferred failure at row 15") as err:
+        run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    assert err.value.__context__ is None
+    tok = config.build_tokenizer()
+    assert [v for _, v in pg.rows(table)] == [tok.tokenize(e) for _, e in _emails(10)] + [e for _, e in _emails(30)[10:]]

@@ -145,3 +145,15 @@ def test_builtins_skip_the_per_token_check_only_because_their_tokens_always_matc
     assert tok.verify_tokens is False
     values = ["a", "zoë@exämple.com", "x" * 5000, "tok_", "\n", "日本"]
     assert all(tok.is_token(t) for t in tok.tokenize_many(values))
+
+
+@pytest.mark.parametrize("values", [
+    [["Berlin", "Lagos", "Osaka"][i % 3] for i in range(3000)],  # repeats: each distinct value hashed once
+    [f"user{i}@example.com" for i in range(3000)],  # distinct: hashed one by one
+    ["a"] + [f"v{i}" for i in range(1500)] + ["a"] * 1500,  # repeats only after the sample
+])
+def test_hmac_batches_give_each_value_its_own_token_whether_or_not_values_repeat(values):
+    tok = TOKENIZERS["hmac"]()
+    expected = [tok.tokenize(v) for v in values]
+    assert tok.tokenize_many(values) == expected
+    assert tok.tokenize_many(iter(values)) == expected

@@ -15,7 +15,7 @@ from datahub_actions.pipeline.pipeline_context import PipelineContext
 
 from ._config import TokenizeConfig
 from ._events import parse_event
-from ._exceptions import TokenizeError
+from ._exceptions import TokenizeError, detached
 from ._runner import current_request, tokenize_dataset
 
 __all__ = ["TokenizeAction"]
@@ -61,7 +61,10 @@ class TokenizeAction(Action):
         if request is None:
             return
         if self.graph is not None:
-            request = current_request(self.graph, self.config, request)  # a redelivery repeats its run
+            try:
+                request = current_request(self.graph, self.config, request)  # a redelivery repeats its run
+            except TokenizeError as e:
+                raise detached(e)  # DataHub unreachable: transient, without the HTTP error behind it
             if request is None:
                 return
         logger.info("tokenize %s%s", request.dataset_urn,

@@ -26,6 +26,8 @@ input is permanent, an unreachable warehouse or a held lock is not.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 __all__ = [
     "ColumnNotFoundError",
     "ConfigError",
@@ -50,11 +52,25 @@ __all__ = [
 ]
 
 
+_E = TypeVar("_E", bound=BaseException)
+
+
 def first_line(error: BaseException | None) -> str:
     """The first line of ``error``'s message (its type's name if empty). Drivers append the
     SQL and its parameters (plaintext) on later lines: show only this one."""
     text = str(error or "").strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def detached(error: _E) -> _E:
+    """``error`` without the exceptions it replaced and without its traceback, for errors
+    that leave the package (returned in an outcome, raised to the pipeline). Tracebacks
+    hide a suppressed chain, but error reporters walk it and record frame locals, and those
+    hold SQL parameters and values being tokenized (plaintext), URLs with passwords or
+    HTTP requests with tokens. The message says what happened and what to do."""
+    error.__cause__ = error.__context__ = None
+    error.__suppress_context__ = True
+    return error.with_traceback(None)
 
 
 class TokenizeError(Exception):

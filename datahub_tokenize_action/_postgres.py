@@ -78,9 +78,11 @@ class PostgresTokenizer(WarehouseTokenizer):
                 "the postgres connection `url` is not a SQLAlchemy URL; expected "
                 "postgresql+psycopg2://user:password@host:port"
             ) from None
-        if not url.drivername.startswith("postgresql"):
+        if url.drivername not in ("postgresql", "postgresql+psycopg2"):
+            # The bulk path is psycopg2's COPY, and key text relies on the ISO DateStyle it sets.
             raise ConfigError(
-                f"the postgres connection `url` ({mask_url(url)}) must start with postgresql+psycopg2://"
+                f"the postgres connection `url` ({mask_url(url)}) must start with postgresql+psycopg2:// "
+                "(the bulk path uses psycopg2's COPY; psycopg2-binary is installed with this package)"
             )
         if self.connection.password is not None and self.connection.password.get_secret_value():
             url = url.set(password=self.connection.password.get_secret_value())

@@ -25,7 +25,7 @@ from datahub.metadata.schema_classes import (
 from ._columns import select_columns, trigger_field_paths
 from ._config import TokenizeConfig
 from ._dialects import warehouse_for
-from ._exceptions import DataHubError, NoColumnsError, TokenizeError, first_line
+from ._exceptions import DataHubError, NoColumnsError, TokenizeError, detached, first_line
 from ._request import TokenizeRequest
 from ._result import TokenizeResult, utc_now
 from ._routing import route
@@ -102,20 +102,16 @@ def tokenize_dataset(config: TokenizeConfig, request: TokenizeRequest, *, graph:
             warehouse.dispose()
         outcome = Outcome(result)
     except TokenizeError as e:
-        # Forget the exception it replaced (a driver's, a plugin's): tracebacks hide it, but
-        # error reporters walk the chain, and its message may hold SQL parameters (plaintext)
-        # or a URL with its password.
-        e.__cause__ = e.__context__ = None
         # The caller reports it (the CLI on stderr, the pipeline when the action raises).
         logger.info("%s: FAILED: %s", request.dataset_urn, e)
-        outcome = Outcome(failed_result(request, e, dry_run=dry_run, started_at=started_at), e)
+        outcome = Outcome(failed_result(request, e, dry_run=dry_run, started_at=started_at), detached(e))
     if graph is not None and write_back and config.write_back.enabled and not dry_run:
         what = "SUCCESS" if outcome.error is None else f"FAILED ({outcome.error})"
         try:
             with _datahub(f"dataset {request.dataset_urn}: the run ended {what}, but recording that in DataHub"):
                 _write_back(graph, config, request, outcome.result, schema_editable)
         except DataHubError as e:
-            outcome = Outcome(outcome.result, e)
+            outcome = Outcome(outcome.result, detached(e))
     return outcome
 
 

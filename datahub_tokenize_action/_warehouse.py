@@ -202,8 +202,8 @@ class WarehouseTokenizer(abc.ABC):
     supports_pipelined_reads: ClassVar[bool] = False
 
     #: With pipelined reads: rows tokenized ahead of the writer, at most (whole batches,
-    #: at least one). Enough to keep Python busy while Postgres applies a chunk of staged
-    #: rows; it bounds memory whatever the ``batch_size``.
+    #: at least one). Enough to keep Python busy while the writer is slow for a while (on
+    #: Postgres, applying a chunk of staged rows); it bounds memory whatever the ``batch_size``.
     MAX_ROWS_IN_FLIGHT: ClassVar[int] = 160_000
 
     def __init__(self, connection: ConnectionConfig, tokenizer: Tokenizer, options: RunOptions | None = None):

@@ -9,6 +9,7 @@ No ``datahub:`` section here (``graph=None``): nothing is written back.
 from __future__ import annotations
 
 import json
+import traceback
 from typing import Any
 
 import pytest
@@ -315,6 +316,7 @@ def test_a_datahub_outage_after_tokenizing_is_transient_and_the_retry_records_th
     with pytest.raises(DataHubError, match="ended SUCCESS, but recording that in DataHub failed") as err:
         action.act(event)
     assert err.value.permanent is False
+    _assert_detached(err.value)
     tokenized = pg.rows(table)
     assert action.config.build_tokenizer().is_token(tokenized[0][1])
 
@@ -323,6 +325,29 @@ def test_a_datahub_outage_after_tokenizing_is_transient_and_the_retry_records_th
 
     assert len(runs) == 2 and pg.rows(table) == tokenized
     assert {m.aspectName for m in graph.sent} >= {"globalTags", "datasetProperties"}
+
+
+def _assert_detached(error: BaseException) -> None:
+    """Raised to the pipeline without the HTTP error behind it or the frames that met it
+    (error reporters record both, with their locals: requests, tokens, plaintext)."""
+    assert error.__cause__ is None and error.__context__ is None
+    frames = {f.name for f in traceback.extract_tb(error.__traceback__)}
+    assert frames.isdisjoint({"emit_mcps", "get_aspect", "_write_back", "current_request", "_datahub"}), frames
+
+
+def test_a_datahub_outage_before_the_run_is_transient_and_detached(runs):
+    class _DownGraph:
+        def get_aspect(self, entity_urn: str, aspect_type: type) -> None:
+            raise ConnectionError("HTTPConnectionPool(host='gms', port=8080): Max retries exceeded")
+
+    from datahub_tokenize_action import DataHubError
+
+    action = make_action()
+    action.graph = _DownGraph()
+    with pytest.raises(DataHubError, match="reading its tags from DataHub failed: ConnectionError") as err:
+        action.act(dataset_tag("urn:li:dataset:(urn:li:dataPlatform:postgres,appdb.public.customers,PROD)"))
+    assert err.value.permanent is False and not runs
+    _assert_detached(err.value)
 
 
 # -- what DataHub says now: redelivered and withdrawn dataset events -------------------------

@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime
 import decimal
 import threading
+import traceback
 import uuid
 
 import pytest
 
 from datahub_tokenize_action import (
+    ConfigError,
     DatabaseMismatchError,
     LockTimeoutError,
     NoKeyError,
@@ -197,6 +199,17 @@ def test_a_value_changed_since_it_was_read_is_left_alone(pg):
     assert pg.rows(table) == [(1, "new@x.com"), (2, "tok_fresh")]
 
 
+@pytest.mark.parametrize("url", ["postgresql+psycopg://u:pw@h:5432", "postgresql+asyncpg://u:pw@h:5432"])
+def test_a_url_for_another_driver_is_refused_because_the_bulk_path_is_psycopg2(url):
+    config = parse_config({"connections": [{"platform": "postgres", "url": url}],
+                           "tokenizer": {"type": "hmac", "key": HMAC_KEY}})
+    _, ref = route("urn:li:dataset:(urn:li:dataPlatform:postgres,appdb.public.t,PROD)", config.connections)
+    wt = PostgresTokenizer(config.connections[0], config.build_tokenizer(), config.run)
+    with pytest.raises(ConfigError, match=r"must start with postgresql\+psycopg2://") as err:
+        wt.build_url(ref)
+    assert "pw" not in str(err.value)
+
+
 def test_a_url_naming_another_database_is_refused(pg):
     config = parse_config({
         "connections": [{"platform": "postgres", "url": pg.server_url.rstrip("/") + "/otherdb"}],
@@ -347,6 +360,7 @@ def test_a_tokenizer_plugin_that_fails_or_breaks_its_contract_changes_nothing(pg
         run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
     assert "user1@example.com" not in str(err.value)
     assert err.value.__context__ is None and err.value.__cause__ is None, "the plugin's message stays out of the chain"
+    assert "_tokens" not in {f.name for f in traceback.extract_tb(err.value.__traceback__)}, "nor its values"
     assert err.value.permanent is (error is TokenizerContractError)
     assert pg.checksum(table) == before
 

@@ -82,6 +82,10 @@ class Tokenizer(abc.ABC):
         super().__init_subclass__(**kwargs)
         cls.verify_tokens = bool(cls.__dict__.get("verify_tokens", True))
 
+    def __init__(self, config: Any = None) -> None:
+        """Keep the validated ``Config`` (a plugin's options) as ``self.config``."""
+        self.config = config if config is not None else self.Config()
+
     @classmethod
     def create(cls, config: Mapping[str, Any]) -> "Tokenizer":
         """Build the tokenizer from the YAML mapping (without ``type``)."""
@@ -141,9 +145,6 @@ class PocTokenizer(Tokenizer):
 
     token_regex = "^tok_[A-Za-z0-9_=-]+_poc$"
     verify_tokens = False  # base64url between the fixed ends, always (see its property tests)
-
-    def __init__(self, config: "PocTokenizer.Config | None" = None) -> None:
-        self.config = config or self.Config()
 
     def tokenize(self, value: str) -> str:
         if self.is_token(value):

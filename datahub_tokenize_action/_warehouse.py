@@ -431,6 +431,43 @@ class WarehouseTokenizer(abc.ABC):
             )
         return key
 
+    #: A value the guard check tokenizes: not PII, and not shaped like any token.
+    GUARD_PROBE = "datahub-tokenize guard probe: alice@example.com"
+
+    def check_guard(self, conn: Connection, target: WriteTarget) -> None:
+        """The warehouse must tell tokens from plaintext as Python does: its guard is what
+        skips tokens on the next run, and its regex dialect (POSIX, Java) is not Python's.
+        One query: a token of a probe value must match the guard's token test, and the
+        probe itself must not.
+
+        Raises:
+            TokenizerContractError: the warehouse rejects the regex or disagrees with Python.
+        """
+        token = self._tokens(target, target.columns[0], [self.GUARD_PROBE])[0]
+        try:
+            token_matches, probe_matches = conn.execute(self._guard_probe_query(token)).one()
+        except sa.exc.DBAPIError as e:
+            conn.rollback()
+            raise TokenizerContractError(
+                f"dataset {target.ref.dataset_urn}: the warehouse rejects tokenizer "
+                f"{self.tokenizer.type_name!r}'s token_regex {self.tokenizer.token_regex!r}: "
+                f"{first_line(e.orig)}; use only literals, bracket classes and + / * in it"
+            ) from None
+        if not token_matches or probe_matches:
+            raise TokenizerContractError(
+                f"dataset {target.ref.dataset_urn}: the warehouse's regex dialect reads tokenizer "
+                f"{self.tokenizer.type_name!r}'s token_regex {self.tokenizer.token_regex!r} unlike Python "
+                f"(a token {'is not' if not token_matches else 'and plaintext are both'} recognised), so "
+                "the next run would tokenize tokens again; use only literals, bracket classes and + / *"
+            )
+
+    def _guard_probe_query(self, token: str) -> sa.Select[Any]:
+        """Whether the guard's token test holds for ``token`` and for the probe."""
+        return sa.select(
+            self.is_token_clause(sa.literal(token, sa.Text)),
+            self.is_token_clause(sa.literal(self.GUARD_PROBE, sa.Text)),
+        )
+
     def check_key(self, conn: Connection, target: WriteTarget) -> None:
         """Refuse a key that does not identify rows: paging by key would skip rows that
         share a key value, and rows with a NULL in the key would never be read.
@@ -550,6 +587,7 @@ class WarehouseTokenizer(abc.ABC):
                 target = self.validate(conn, ref, columns)
                 self.check_table(conn, target)
                 self.check_key(conn, target)
+                self.check_guard(conn, target)
                 with self.lock(conn, target):
                     stats = conn.execute(self._stats_query(target)).one()
                     self._check_widths(target, stats)

@@ -340,13 +340,24 @@ def _with_plugin(monkeypatch, tokenize_many) -> None:
     monkeypatch.setattr(_tokenizers, "available_tokenizers", lambda: {"plugin": _Plugin(Plugin)})
 
 
+def _misbehaving_on_rows(misbehave):
+    """A plugin's batch form that is correct for the guard probe (so the run starts) and
+    misbehaves on the table's rows (``misbehave`` gets the values)."""
+    def tokenize_many(self, values):
+        values = list(values)
+        if any(v.startswith("user") for v in values):
+            return misbehave(values)
+        return [self.tokenize(v) for v in values]
+    return tokenize_many
+
+
 @pytest.mark.parametrize("tokenize_many, error, message", [
-    (lambda self, values: [f"tok_{len(v)}_poc" for v in values][1:], TokenizerContractError,
+    (_misbehaving_on_rows(lambda values: [f"tok_{len(v)}_poc" for v in values][1:]), TokenizerContractError,
      r"returned 9 tokens for 10 values of column 'email'.*one token per value"),
-    (lambda self, values: [f"vault:{v[::-1]}" for v in values], TokenizerContractError,
+    (_misbehaving_on_rows(lambda values: [f"vault:{v[::-1]}" for v in values]), TokenizerContractError,
      r"token_regex / token_length_range does not recognise.*tokenize that token again"),
-    (lambda self, values: (_ for _ in ()).throw(RuntimeError(f"vault refused {values[0]}")), TokenizerError,
-     r"raised RuntimeError on column 'email' \(its message is not shown"),
+    (_misbehaving_on_rows(lambda values: (_ for _ in ()).throw(RuntimeError(f"vault refused {values[0]}"))),
+     TokenizerError, r"raised RuntimeError on column 'email' \(its message is not shown"),
 ])
 @pytest.mark.parametrize("commit_every_batch", [False, True])  # True: nothing to roll back, checked first
 def test_a_tokenizer_plugin_that_fails_or_breaks_its_contract_changes_nothing(pg, monkeypatch, small_chunks,
@@ -363,6 +374,50 @@ def test_a_tokenizer_plugin_that_fails_or_breaks_its_contract_changes_nothing(pg
     assert "_tokens" not in {f.name for f in traceback.extract_tb(err.value.__traceback__)}, "nor its values"
     assert err.value.permanent is (error is TokenizerContractError)
     assert pg.checksum(table) == before
+
+
+def _with_regex_plugin(monkeypatch, regex: str) -> None:
+    """A plugin making ``tk_<hex>`` tokens, recognised in Python by ``regex``."""
+    import hashlib
+
+    from datahub_tokenize_action import Tokenizer, _tokenizers
+
+    class Hex(Tokenizer):
+        token_regex = regex
+
+        def tokenize(self, value):
+            return "tk_" + hashlib.sha256(value.encode()).hexdigest()[:16]
+
+        def max_token_length(self, input_bytes):
+            return 19
+
+    monkeypatch.setattr(_tokenizers, "available_tokenizers", lambda: {"plugin": _Plugin(Hex)})
+
+
+@pytest.mark.parametrize("regex, message", [
+    # Python reads \b as a word boundary, Postgres as a backspace: tokens would never be skipped.
+    (r"^tk_[0-9a-f]+\b$", r"reads tokenizer 'plugin''s token_regex .* unlike Python \(a token is not recognised\)"),
+    # Python's named group is no Postgres syntax.
+    (r"^tk_(?P<digest>[0-9a-f]+)$", r"the warehouse rejects tokenizer 'plugin''s token_regex .*invalid regular expression"),
+])
+def test_a_token_regex_the_warehouse_reads_unlike_python_is_refused_before_anything_is_written(
+        pg, monkeypatch, regex, message):
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
+    _with_regex_plugin(monkeypatch, regex)
+    config = pg.config(tokenizer={"type": "plugin"})
+    assert config.build_tokenizer().is_token(config.build_tokenizer().tokenize("a@x.com")), "Python agrees"
+    before = pg.checksum(table)
+    with pytest.raises(TokenizerContractError, match=message):
+        run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    assert pg.checksum(table) == before
+
+
+def test_a_token_regex_the_warehouse_reads_as_python_does_runs(pg, monkeypatch):
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
+    _with_regex_plugin(monkeypatch, r"^tk_[0-9a-f]+$")
+    config = pg.config(tokenizer={"type": "plugin"})
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 5
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 0
 
 
 def test_a_failure_at_a_batch_commit_is_reported_as_the_warehouse_error(pg):

@@ -123,6 +123,14 @@ def _databricks(catalog="main", schema="sales", table="people"):
     return wt, TableRef("urn", "databricks", None, catalog, schema, table)
 
 
+def test_databricks_guard_check_asks_the_warehouse_about_a_token_and_a_plaintext():
+    wt, _ = _databricks()
+    sql = _sql(wt._guard_probe_query("tok_k1_" + "a" * 43), DBX)
+    assert sql.startswith("SELECT char_length('tok_k1_aaa")
+    assert sql.count("RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+\\\\z'") == 2
+    assert "'datahub-tokenize guard probe: alice@example.com' RLIKE" in sql
+
+
 def test_databricks_guard_uses_rlike_and_keeps_nulls_out():
     wt, ref = _databricks()
     target = _target(wt, ref)

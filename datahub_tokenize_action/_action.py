@@ -56,7 +56,8 @@ class TokenizeAction(Action):
     def act(self, event: EventEnvelope) -> None:
         remembered = self._permanent_failures.get(id(event))
         if remembered is not None and remembered[0] is event:
-            raise remembered[1]  # a pipeline retry of a permanent failure: nothing to redo
+            # A pipeline retry of a permanent failure: nothing to redo (and no frames kept from the last time).
+            raise remembered[1].with_traceback(None)
         request = parse_event(event, self.config.trigger_tag)
         if request is None:
             return

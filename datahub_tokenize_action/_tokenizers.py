@@ -200,6 +200,7 @@ class HmacTokenizer(Tokenizer):
             return v
 
     def __init__(self, config: "HmacTokenizer.Config") -> None:
+        super().__init__(config)
         key = config.key.get_secret_value().encode("utf-8")
         # RFC 2104 HMAC with the keyed inner and outer SHA-256 states computed once:
         # per value that is two state copies instead of a full HMAC setup (2x faster).

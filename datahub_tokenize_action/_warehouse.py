@@ -434,38 +434,43 @@ class WarehouseTokenizer(abc.ABC):
     #: A value the guard check tokenizes: not PII, and not shaped like any token.
     GUARD_PROBE = "datahub-tokenize guard probe: alice@example.com"
 
-    def check_guard(self, conn: Connection, target: WriteTarget) -> None:
+    def check_guard(self, conn: Connection, target: WriteTarget, *, with_token: bool) -> None:
         """The warehouse must tell tokens from plaintext as Python does: its guard is what
         skips tokens on the next run, and its regex dialect (POSIX, Java) is not Python's.
-        One query: a token of a probe value must match the guard's token test, and the
-        probe itself must not.
+        One query: the guard's token test must hold for a fixed probe value exactly when
+        Python's ``is_token`` says so, and (``with_token``, only when the run will write: a
+        dry run calls no tokenizer) it must hold for a token of the probe.
 
         Raises:
             TokenizerContractError: the warehouse rejects the regex or disagrees with Python.
         """
-        token = self._tokens(target, target.columns[0], [self.GUARD_PROBE])[0]
+        token = None
+        if with_token:
+            token = self._tokens(target, "the guard probe (a fixed test value)", [self.GUARD_PROBE])[0]
         try:
-            token_matches, probe_matches = conn.execute(self._guard_probe_query(token)).one()
+            probe_matches, token_matches = conn.execute(self._guard_probe_query(token)).one()
         except sa.exc.DBAPIError as e:
-            conn.rollback()
+            if not self.is_permanent(e.orig):
+                raise  # a lost connection, a timeout: the run's error handling retries it
             raise TokenizerContractError(
                 f"dataset {target.ref.dataset_urn}: the warehouse rejects tokenizer "
                 f"{self.tokenizer.type_name!r}'s token_regex {self.tokenizer.token_regex!r}: "
                 f"{first_line(e.orig)}; use only literals, bracket classes and + / * in it"
             ) from None
-        if not token_matches or probe_matches:
+        if not token_matches or bool(probe_matches) != self.tokenizer.is_token(self.GUARD_PROBE):
             raise TokenizerContractError(
                 f"dataset {target.ref.dataset_urn}: the warehouse's regex dialect reads tokenizer "
                 f"{self.tokenizer.type_name!r}'s token_regex {self.tokenizer.token_regex!r} unlike Python "
-                f"(a token {'is not' if not token_matches else 'and plaintext are both'} recognised), so "
-                "the next run would tokenize tokens again; use only literals, bracket classes and + / *"
+                f"({'a token is not recognised' if not token_matches else 'plaintext is taken for a token'}), "
+                "so runs would tokenize tokens again or skip plaintext; use only literals, bracket "
+                "classes and + / * in it"
             )
 
-    def _guard_probe_query(self, token: str) -> sa.Select[Any]:
-        """Whether the guard's token test holds for ``token`` and for the probe."""
+    def _guard_probe_query(self, token: str | None) -> sa.Select[Any]:
+        """Whether the guard's token test holds for the probe, and for ``token`` (true if None)."""
         return sa.select(
-            self.is_token_clause(sa.literal(token, sa.Text)),
             self.is_token_clause(sa.literal(self.GUARD_PROBE, sa.Text)),
+            sa.true() if token is None else self.is_token_clause(sa.literal(token, sa.Text)),
         )
 
     def check_key(self, conn: Connection, target: WriteTarget) -> None:
@@ -587,10 +592,12 @@ class WarehouseTokenizer(abc.ABC):
                 target = self.validate(conn, ref, columns)
                 self.check_table(conn, target)
                 self.check_key(conn, target)
-                self.check_guard(conn, target)
+                self.check_guard(conn, target, with_token=False)
                 with self.lock(conn, target):
                     stats = conn.execute(self._stats_query(target)).one()
                     self._check_widths(target, stats)
+                    if int(stats.rows_to_change) and not dry_run:
+                        self.check_guard(conn, target, with_token=True)
                     counts = self._loop(conn, target, int(stats.rows_to_change), dry_run)
                     if dry_run:
                         conn.rollback()
@@ -742,14 +749,14 @@ class WarehouseTokenizer(abc.ABC):
             changed = mask if changed is None else [a or b for a, b in zip(changed, mask)]
             if n_plain == len(col):  # the common case: every value read is plaintext
                 plains.append(col)
-                tokens.append(col if dry_run else self._tokens(target, name, col))
+                tokens.append(col if dry_run else self._tokens(target, f"column {name!r}", col))
                 continue
             plain = [v if m else None for v, m in zip(col, mask)]
             plains.append(plain)
             if dry_run or not n_plain:
                 tokens.append(plain)
                 continue
-            made = iter(self._tokens(target, name, [v for v in plain if v is not None]))
+            made = iter(self._tokens(target, f"column {name!r}", [v for v in plain if v is not None]))
             tokens.append([None if v is None else next(made) for v in plain])
         assert changed is not None
         n_changed = sum(changed)
@@ -762,7 +769,7 @@ class WarehouseTokenizer(abc.ABC):
 
         return Batch([pick(k) for k in columns[:nkey]], [pick(p) for p in plains], [pick(t) for t in tokens]), n_changed
 
-    def _tokens(self, target: WriteTarget, column: str, values: Sequence[str]) -> list[str]:
+    def _tokens(self, target: WriteTarget, what: str, values: Sequence[str]) -> list[str]:
         """The tokenizer's tokens for ``values``, checked before anything is written: one
         token per value and (unless the tokenizer's tokens are proven by construction)
         each recognised as a token, so the next run's guard skips it instead of
@@ -777,19 +784,19 @@ class WarehouseTokenizer(abc.ABC):
             # Only the type: a plugin's message may quote the plaintext it was given.
             raise TokenizerError(
                 f"dataset {target.ref.dataset_urn}: tokenizer {self.tokenizer.type_name!r} raised "
-                f"{type(e).__name__} on column {column!r} (its message is not shown: it may hold "
+                f"{type(e).__name__} on {what} (its message is not shown: it may hold "
                 "plaintext); check the tokenizer's service and run again (values already tokens are skipped)"
             ) from None
         if len(made) != len(values):
             raise TokenizerContractError(
                 f"dataset {target.ref.dataset_urn}: tokenizer {self.tokenizer.type_name!r} returned "
-                f"{len(made)} tokens for {len(values)} values of column {column!r}; its tokenize_many "
+                f"{len(made)} tokens for {len(values)} values of {what}; its tokenize_many "
                 "must return one token per value, in order. Fix the tokenizer plugin"
             )
         if self.tokenizer.verify_tokens and not all(map(self.tokenizer.is_token, made)):
             raise TokenizerContractError(
                 f"dataset {target.ref.dataset_urn}: tokenizer {self.tokenizer.type_name!r} made a token "
-                f"for column {column!r} that its own token_regex / token_length_range does not "
+                f"for {what} that its own token_regex / token_length_range does not "
                 "recognise; the next run would tokenize that token again. Fix the tokenizer plugin"
             )
         return made

@@ -192,10 +192,14 @@ def test_a_permanent_failure_raises_and_the_pipeline_retry_re_raises_it_without_
     assert first.value.permanent is True
     assert len(runs) == 1
 
-    with pytest.raises(TableNotFoundError) as retried:
-        action.act(event)  # the pipeline retries with the very same envelope
-    assert retried.value is first.value
+    depth = []
+    for _ in range(3):
+        with pytest.raises(TableNotFoundError) as retried:
+            action.act(event)  # the pipeline retries with the very same envelope
+        assert retried.value is first.value
+        depth.append(len(traceback.extract_tb(retried.value.__traceback__)))
     assert len(runs) == 1
+    assert depth[0] == depth[-1], "each re-raise starts afresh: the traceback does not pile up"
 
 
 @pytest.mark.postgres

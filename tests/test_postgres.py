@@ -9,6 +9,7 @@ import traceback
 import uuid
 
 import pytest
+import sqlalchemy as sa
 
 from datahub_tokenize_action import (
     ConfigError,
@@ -399,7 +400,10 @@ def _with_regex_plugin(monkeypatch, regex: str) -> None:
     (r"^tk_[0-9a-f]+\b$", r"reads tokenizer 'plugin''s token_regex .* unlike Python \(a token is not recognised\)"),
     # Python's named group is no Postgres syntax.
     (r"^tk_(?P<digest>[0-9a-f]+)$", r"the warehouse rejects tokenizer 'plugin''s token_regex .*invalid regular expression"),
+    # A POSIX class is one to Postgres and a plain set to Python: Postgres takes the probe for a token.
+    (r"^(tk_[0-9a-f]+|d[[:alpha:]]+.*)$", r"unlike Python \(plaintext is taken for a token\)"),
 ])
+@pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")  # Python's reading of [[:alpha:]]
 def test_a_token_regex_the_warehouse_reads_unlike_python_is_refused_before_anything_is_written(
         pg, monkeypatch, regex, message):
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
@@ -410,6 +414,26 @@ def test_a_token_regex_the_warehouse_reads_unlike_python_is_refused_before_anyth
     with pytest.raises(TokenizerContractError, match=message):
         run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
     assert pg.checksum(table) == before
+
+
+def test_a_dry_run_calls_no_tokenizer(pg, monkeypatch):
+    # A vault that is down must not fail a dry run, and a dry run must not send it values.
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(30))
+    _with_plugin(monkeypatch, lambda self, values: (_ for _ in ()).throw(ConnectionError("vault is down")))
+    config = pg.config(tokenizer={"type": "plugin"})
+    result = run_request(config, TokenizeRequest(pg.urn(table), ("email",)), dry_run=True)
+    assert result.values_tokenized == {"email": 30}
+    with pytest.raises(TokenizerError, match="raised ConnectionError on the guard probe"):
+        run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+
+
+def test_a_lost_connection_during_the_guard_check_is_a_transient_warehouse_error(pg, monkeypatch):
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
+    monkeypatch.setattr(PostgresTokenizer, "_guard_probe_query",
+                        lambda self, token: sa.select(sa.func.pg_terminate_backend(sa.func.pg_backend_pid()), sa.true()))
+    with pytest.raises(WarehouseWriteError) as err:
+        run_request(pg.config(), TokenizeRequest(pg.urn(table), ("email",)))
+    assert err.value.permanent is False
 
 
 def test_a_token_regex_the_warehouse_reads_as_python_does_runs(pg, monkeypatch):

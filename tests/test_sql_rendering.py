@@ -126,7 +126,8 @@ def _databricks(catalog="main", schema="sales", table="people"):
 def test_databricks_guard_check_asks_the_warehouse_about_a_token_and_a_plaintext():
     wt, _ = _databricks()
     sql = _sql(wt._guard_probe_query("tok_k1_" + "a" * 43), DBX)
-    assert sql.startswith("SELECT char_length('tok_k1_aaa")
+    assert sql.startswith("SELECT char_length('datahub-tokenize guard probe: alice@example.com')")
+    assert "char_length('tok_k1_aaa" in sql
     assert sql.count("RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+\\\\z'") == 2
     assert "'datahub-tokenize guard probe: alice@example.com' RLIKE" in sql
 

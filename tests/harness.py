@@ -19,6 +19,18 @@ from datahub_tokenize_action import TokenizeConfig, parse_config
 HMAC_KEY = "test-hmac-key-0123456789abcdef"
 
 
+def install_tokenizer(monkeypatch: Any, name: str, cls: type) -> None:
+    """Make ``cls`` the only installed tokenizer plugin, under ``name``, for one test (as its
+    package's entry point would)."""
+    from datahub_tokenize_action import _tokenizers
+
+    class _EntryPoint:
+        def load(self) -> type:
+            return cls
+
+    monkeypatch.setattr(_tokenizers, "available_tokenizers", lambda: {name: _EntryPoint()})
+
+
 class _TableReads:
     """Reading a test table back, the same on every warehouse (``execute``, ``quote`` and
     ``qualified`` come from the harness)."""

@@ -14,7 +14,7 @@ from datahub_tokenize_action import (
     route,
 )
 
-from .harness import HMAC_KEY
+from .harness import HMAC_KEY, install_tokenizer
 
 PG = {"platform": "postgres", "url": "postgresql+psycopg2://u:p@h:5432"}
 DBX = {"platform": "databricks", "url": "databricks://token:t@host?http_path=/sql/1.0/warehouses/x"}
@@ -56,17 +56,12 @@ def test_a_plugin_rejecting_its_options_does_not_echo_them(monkeypatch):
     from pydantic import BaseModel
 
     from datahub_tokenize_action import PocTokenizer, load_tokenizer
-    from datahub_tokenize_action import _tokenizers
 
     class Picky(PocTokenizer):
         class Config(BaseModel):  # a plain model, which would print its inputs
             vault_token: int
 
-    class _EntryPoint:
-        def load(self):
-            return Picky
-
-    monkeypatch.setattr(_tokenizers, "available_tokenizers", lambda: {"picky": _EntryPoint()})
+    install_tokenizer(monkeypatch, "picky", Picky)
     with pytest.raises(ConfigError, match="vault_token: Input should be a valid integer") as err:
         load_tokenizer("picky", {"vault_token": "s3cr3t-vault-token"})
     assert "s3cr3t" not in str(err.value)

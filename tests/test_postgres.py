@@ -28,7 +28,7 @@ from datahub_tokenize_action._routing import route
 from datahub_tokenize_action._runner import run_request
 from datahub_tokenize_action._warehouse import Batch
 
-from .harness import HMAC_KEY
+from .harness import HMAC_KEY, install_tokenizer
 from .test_warehouse_contract import WarehouseContract
 
 pytestmark = pytest.mark.postgres
@@ -321,24 +321,14 @@ def test_failures_that_would_recur_are_permanent_and_others_retried(pgcode, perm
     assert PostgresTokenizer(config.connections[0], config.build_tokenizer()).is_permanent(error) is permanent
 
 
-class _Plugin:
-    """A third-party tokenizer registered under ``type: plugin`` for one test."""
-
-    def __init__(self, cls):
-        self.cls = cls
-
-    def load(self):
-        return self.cls
-
-
 def _with_plugin(monkeypatch, tokenize_many) -> None:
-    from datahub_tokenize_action import PocTokenizer, _tokenizers
+    from datahub_tokenize_action import PocTokenizer
 
     class Plugin(PocTokenizer):  # a built-in's subclass is checked again: trust is not inherited
         pass
 
     Plugin.tokenize_many = tokenize_many
-    monkeypatch.setattr(_tokenizers, "available_tokenizers", lambda: {"plugin": _Plugin(Plugin)})
+    install_tokenizer(monkeypatch, "plugin", Plugin)
 
 
 def _misbehaving_on_rows(misbehave):
@@ -381,7 +371,7 @@ def _with_regex_plugin(monkeypatch, regex: str) -> None:
     """A plugin making ``tk_<hex>`` tokens, recognised in Python by ``regex``."""
     import hashlib
 
-    from datahub_tokenize_action import Tokenizer, _tokenizers
+    from datahub_tokenize_action import Tokenizer
 
     class Hex(Tokenizer):
         token_regex = regex
@@ -392,7 +382,7 @@ def _with_regex_plugin(monkeypatch, regex: str) -> None:
         def max_token_length(self, input_bytes):
             return 19
 
-    monkeypatch.setattr(_tokenizers, "available_tokenizers", lambda: {"plugin": _Plugin(Hex)})
+    install_tokenizer(monkeypatch, "plugin", Hex)
 
 
 @pytest.mark.parametrize("regex, message", [

@@ -182,9 +182,10 @@ class PostgresTokenizer(WarehouseTokenizer):
         def apply() -> None:
             nonlocal staged
             conn.execute(sa.text("SELECT set_config('work_mem', :m, true)"), {"m": self.options.postgres_work_mem})
-            # Fresh statistics let the planner pick the join (a merge join over the key
-            # range for a chunk, hashed for a large stage).
-            conn.execute(sa.text(f"ANALYZE {stage_name}"))
+            # No ANALYZE of the stage: a never-analyzed table is estimated from its current
+            # size, which is enough for the planner to hash the stage against the key range
+            # (checked with text, composite and integer keys). ANALYZE cost 1-1.7 s per
+            # million rows on the writer, the run's critical path, for the same plan.
             conn.execute(update, {**_bounds("lo", low), **_bounds("hi", high)})
             conn.execute(sa.text(f"TRUNCATE {stage_name}"))
             staged = 0

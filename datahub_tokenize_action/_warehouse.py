@@ -21,6 +21,7 @@ import abc
 import collections
 import contextlib
 import dataclasses
+import gc
 import itertools
 import logging
 import re
@@ -682,7 +683,7 @@ class WarehouseTokenizer(abc.ABC):
             if commit_each:
                 conn.commit()
 
-        with contextlib.ExitStack() as writer_stack:
+        with _old_objects_frozen(), contextlib.ExitStack() as writer_stack:
             write = None if dry_run else writer_stack.enter_context(self.batch_writer(conn, target))
             with contextlib.ExitStack() as stack:
                 reader = stack.enter_context(self.engine(target.ref).connect()) if pipelined else conn
@@ -800,6 +801,27 @@ class WarehouseTokenizer(abc.ABC):
                 "recognise; the next run would tokenize that token again. Fix the tokenizer plugin"
             )
         return made
+
+
+@contextlib.contextmanager
+def _old_objects_frozen() -> Iterator[None]:
+    """Leave the objects that exist before the loop (the ~100,000 of the imported SQLAlchemy,
+    DataHub and pydantic modules) out of the garbage collector's full passes until it ends.
+
+    The loop allocates millions of objects that die young, and each full pass (about 20
+    per million rows) walked the whole module heap again: 1.3 CPU-seconds per million rows,
+    on a machine whose cores the warehouse's backends also need. Nothing the loop makes is
+    frozen, so its own garbage is collected as usual. Left alone when something else froze
+    objects (a host that calls ``gc.freeze`` itself) or turned collection off.
+    """
+    if gc.get_freeze_count() or not gc.isenabled():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class _Progress:

@@ -452,3 +452,43 @@ def test_a_failure_at_a_batch_commit_is_reported_as_the_warehouse_error(pg):
     assert err.value.__context__ is None
     tok = config.build_tokenizer()
     assert [v for _, v in pg.rows(table)] == [tok.tokenize(e) for _, e in _emails(10)] + [e for _, e in _emails(30)[10:]]
+
+
+@pytest.mark.parametrize("host", ["default", "host froze objects", "collection off"])
+def test_a_run_freezes_old_objects_for_the_loop_and_leaves_the_collector_as_it_found_it(pg, monkeypatch, host):
+    import gc
+
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(30))
+    seen: list[int] = []
+
+    def tokenize_many(self, values):
+        seen.append(gc.get_freeze_count())
+        return [self.tokenize(v) for v in values]
+
+    _with_plugin(monkeypatch, tokenize_many)
+    gc.collect()
+    if host == "host froze objects":
+        gc.freeze()
+    elif host == "collection off":
+        gc.disable()
+    before = (gc.get_freeze_count(), gc.isenabled())
+    try:
+        result = run_request(pg.config(tokenizer={"type": "plugin"}, batch_size=10),
+                             TokenizeRequest(pg.urn(table), ("email",)))
+        after = (gc.get_freeze_count(), gc.isenabled())
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    assert result.rows_updated == 30
+    in_loop = seen[1:]  # the first call is the guard probe, before the loop
+    assert len(in_loop) == 3
+    assert after[1] == before[1]
+    if host == "default":
+        assert all(n > 1000 for n in in_loop), "the imported modules are left out of full collections"
+        assert after[0] == 0
+    elif host == "host froze objects":
+        # (frozen objects that die are freed, so the count may only shrink)
+        assert all(n <= before[0] for n in in_loop), "nothing more was frozen"
+        assert 0 < after[0] <= before[0], "the host's freeze is not undone"
+    else:
+        assert in_loop == [0, 0, 0] and after[0] == 0

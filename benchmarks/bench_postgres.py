@@ -154,7 +154,7 @@ def main() -> None:
         ours_rate = args.rows / result["elapsed_s"]
         print(f"(c) ours, datahub-tokenize run:               {result['elapsed_s']:7.2f} s  {ours_rate:>10,.0f} rows/s"
               f"  (process wall {wall:.2f} s, peak RSS {rss} MB)")
-        print(f"    ours / floor: {result['elapsed_s'] / t_floor:.2f}x   speed-up over seeds: {ours_rate / seeds_rate:.0f}x")
+        print(f"    ours / floor: {result['elapsed_s'] / t_floor:.2f}x   speed-up over seeds: {ours_rate / seeds_rate:.1f}x")
 
         wall2, again, _ = ours(cluster, "bench_ours")
         print(f"    second run (nothing to do): {again['elapsed_s']:.2f} s, rows updated {again['rows_updated']}")

@@ -142,6 +142,32 @@ def test_chunks_bounded_by_key_range_reach_every_row_whatever_the_key_type(pg, s
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 0
 
 
+@pytest.mark.parametrize("commit_every_batch", [False, True])
+def test_each_apply_lets_the_planner_know_how_many_rows_are_staged(pg, small_chunks, commit_every_batch):
+    # Guessed from the stage's size, 20,000 rows of 1 kB values looked like 340,000, and the
+    # join read the whole key range instead of looking each staged row up by its key.
+    table = pg.create_table([("id", "int"), ("note", "text")], [(i, f"{i} " + "x" * 1000) for i in range(1, 26)])
+    seen: list[tuple[float, int]] = []
+
+    def before_update(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE") and "_tokenize_stage" in statement:
+            with cursor.connection.cursor() as cur:
+                cur.execute("SELECT reltuples FROM pg_class WHERE oid = 'pg_temp._tokenize_stage'::regclass")
+                (estimate,) = cur.fetchone()
+                cur.execute("SELECT count(*) FROM pg_temp._tokenize_stage")
+                seen.append((estimate, cur.fetchone()[0]))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", before_update)
+    try:
+        result = run_request(pg.config(batch_size=10, commit_every_batch=commit_every_batch),
+                             TokenizeRequest(pg.urn(table), ("note",)))
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", before_update)
+    assert result.rows_updated == 25
+    assert [n for _, n in seen] == [10, 10, 5]
+    assert all(estimate == n for estimate, n in seen), seen
+
+
 def test_two_concurrent_runs_tokenize_every_value_exactly_once(pg):
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(3000))
     config = pg.config(batch_size=100)

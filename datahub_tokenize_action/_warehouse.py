@@ -813,6 +813,10 @@ def _old_objects_frozen() -> Iterator[None]:
     on a machine whose cores the warehouse's backends also need. Nothing the loop makes is
     frozen, so its own garbage is collected as usual. Left alone when something else froze
     objects (a host that calls ``gc.freeze`` itself) or turned collection off.
+
+    The freeze is process-wide for the loop's duration: in a host process (the actions
+    pipeline), reference cycles among objects older than the loop wait for its end to be
+    collected, and a host calling ``gc.freeze`` while a loop runs has that undone when it ends.
     """
     if gc.get_freeze_count() or not gc.isenabled():
         yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import threading
@@ -480,15 +481,22 @@ def test_a_failure_at_a_batch_commit_is_reported_as_the_warehouse_error(pg):
     assert [v for _, v in pg.rows(table)] == [tok.tokenize(e) for _, e in _emails(10)] + [e for _, e in _emails(30)[10:]]
 
 
-@pytest.mark.parametrize("host", ["default", "host froze objects", "collection off"])
+@pytest.mark.parametrize("host", ["default", "host froze objects", "collection off", "the loop fails"])
 def test_a_run_freezes_old_objects_for_the_loop_and_leaves_the_collector_as_it_found_it(pg, monkeypatch, host):
     import gc
 
+    from datahub_tokenize_action._warehouse import WarehouseTokenizer
+
+    assert gc.get_freeze_count() == 0 and gc.isenabled(), "precondition: the test process froze nothing"
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(30))
-    seen: list[int] = []
+    in_loop: list[int] = []
 
     def tokenize_many(self, values):
-        seen.append(gc.get_freeze_count())
+        values = list(values)
+        if values != [WarehouseTokenizer.GUARD_PROBE]:  # (the guard check runs before the loop)
+            in_loop.append(gc.get_freeze_count())
+            if host == "the loop fails" and len(in_loop) == 2:
+                raise ConnectionError("vault is down")
         return [self.tokenize(v) for v in values]
 
     _with_plugin(monkeypatch, tokenize_many)
@@ -499,19 +507,21 @@ def test_a_run_freezes_old_objects_for_the_loop_and_leaves_the_collector_as_it_f
         gc.disable()
     before = (gc.get_freeze_count(), gc.isenabled())
     try:
-        result = run_request(pg.config(tokenizer={"type": "plugin"}, batch_size=10),
-                             TokenizeRequest(pg.urn(table), ("email",)))
+        with contextlib.ExitStack() as failing:
+            if host == "the loop fails":
+                failing.enter_context(pytest.raises(TokenizerError))
+            run_request(pg.config(tokenizer={"type": "plugin"}, batch_size=10),
+                        TokenizeRequest(pg.urn(table), ("email",)))
         after = (gc.get_freeze_count(), gc.isenabled())
     finally:
-        gc.unfreeze()
+        if host == "host froze objects":
+            gc.unfreeze()
         gc.enable()
-    assert result.rows_updated == 30
-    in_loop = seen[1:]  # the first call is the guard probe, before the loop
-    assert len(in_loop) == 3
     assert after[1] == before[1]
-    if host == "default":
+    assert len(in_loop) == (2 if host == "the loop fails" else 3)
+    if host in ("default", "the loop fails"):
         assert all(n > 1000 for n in in_loop), "the imported modules are left out of full collections"
-        assert after[0] == 0
+        assert after[0] == 0, "and put back when the loop ends, however it ends"
     elif host == "host froze objects":
         # (frozen objects that die are freed, so the count may only shrink)
         assert all(n <= before[0] for n in in_loop), "nothing more was frozen"

@@ -76,10 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(e, TokenizeError):
             # Only at debug level: a driver's message can carry SQL parameters (plaintext).
             logger.debug("unexpected error", exc_info=True)
+        failed = failed_result(request, e, dry_run=args.dry_run)  # its error is the one line to show
         if args.json:
-            print(json.dumps(failed_result(request, e, dry_run=args.dry_run).to_dict()))
-        message = str(e) if isinstance(e, TokenizeError) else failed_result(request, e).error
-        print(f"datahub-tokenize: error: {message}", file=sys.stderr)
+            print(json.dumps(failed.to_dict()))
+        print(f"datahub-tokenize: error: {failed.error}", file=sys.stderr)
         return _exit_code(e)
     result = outcome.result.to_dict()
     if isinstance(outcome.error, DataHubError):

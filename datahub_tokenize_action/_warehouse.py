@@ -588,21 +588,27 @@ class WarehouseTokenizer(abc.ABC):
         started_at = utc_now()
         run_id = uuid.uuid4().hex
         columns = tuple(dict.fromkeys(columns))
-        with self._connect(ref) as conn:
+        progress = _Progress(ref.name, self.options.progress_interval_s, dry_run)
+        with progress.heartbeat(), self._connect(ref) as conn:
             try:
+                progress.step("reading the table's columns and keys")
                 target = self.validate(conn, ref, columns)
                 self.check_table(conn, target)
+                progress.step(f"checking that the key ({', '.join(target.key)}) identifies rows")
                 self.check_key(conn, target)
                 self.check_guard(conn, target, with_token=False)
+                progress.step("waiting for the table's run lock (held while another run works on it)")
                 with self.lock(conn, target):
+                    progress.step("scanning the table before writing (rows, NULLs, tokens, longest values)")
                     stats = conn.execute(self._stats_query(target)).one()
                     self._check_widths(target, stats)
                     if int(stats.rows_to_change) and not dry_run:
                         self.check_guard(conn, target, with_token=True)
-                    counts = self._loop(conn, target, int(stats.rows_to_change), dry_run)
+                    counts = self._loop(conn, target, int(stats.rows_to_change), dry_run, progress)
                     if dry_run:
                         conn.rollback()
                     else:
+                        progress.step("committing")
                         conn.commit()
             except TokenizeError:
                 conn.rollback()
@@ -652,7 +658,8 @@ class WarehouseTokenizer(abc.ABC):
         )
         return result
 
-    def _loop(self, conn: Connection, target: WriteTarget, expected: int, dry_run: bool) -> _Counts:
+    def _loop(self, conn: Connection, target: WriteTarget, expected: int, dry_run: bool,
+              progress: _Progress) -> _Counts:
         """Read, tokenize and write in keyset batches.
 
         With ``supports_pipelined_reads`` (and not a dry run) pages are read on a second
@@ -673,7 +680,6 @@ class WarehouseTokenizer(abc.ABC):
         base = sa.select(*keys, *values).order_by(*key_cols)
         batch_size = self.options.batch_size
         commit_each = self.options.commit_every_batch and not dry_run
-        progress = _Progress(target.ref.name, expected, self.options.progress_interval_s, dry_run)
         pipelined = self.supports_pipelined_reads and not dry_run
         in_flight = max(1, self.MAX_ROWS_IN_FLIGHT // batch_size)
         last_key: tuple[Any, ...] | None = None
@@ -683,8 +689,11 @@ class WarehouseTokenizer(abc.ABC):
             if commit_each:
                 conn.commit()
 
-        with _old_objects_frozen(), contextlib.ExitStack() as writer_stack:
-            write = None if dry_run else writer_stack.enter_context(self.batch_writer(conn, target))
+        progress.rows(expected)
+        writer: ContextManager[BatchWriter | None] = (
+            contextlib.nullcontext() if dry_run else self.batch_writer(conn, target)
+        )
+        with _old_objects_frozen(), writer as write:
             with contextlib.ExitStack() as stack:
                 reader = stack.enter_context(self.engine(target.ref).connect()) if pipelined else conn
                 pool = stack.enter_context(ThreadPoolExecutor(1, "tokenize-writer")) if pipelined else None
@@ -710,6 +719,9 @@ class WarehouseTokenizer(abc.ABC):
                         progress.update(counts.rows_scanned)
                         if len(rows) < batch_size:
                             break
+                    if write is not None:
+                        # Batches waiting for the writer, and (Postgres) the last staged rows.
+                        progress.step(f"writing the last rows ({counts.rows_updated:,} tokenized in all)")
                     while pending:
                         pending.popleft().result()
                 finally:
@@ -718,10 +730,6 @@ class WarehouseTokenizer(abc.ABC):
                     for future in pending:
                         if not future.cancelled():
                             future.exception()  # never leave the writer running on ``conn``
-            if write is not None:
-                # The writer applies what it staged as its block closes: say so while it works.
-                with progress.waiting(f"applying the last staged rows ({counts.rows_updated:,} tokenized in all)"):
-                    writer_stack.close()
         return counts
 
     @staticmethod
@@ -829,39 +837,61 @@ def _old_objects_frozen() -> Iterator[None]:
 
 
 class _Progress:
-    """Logs rows done, the expected total and the rate, at most every ``interval`` seconds."""
+    """What a run is doing, logged at most once and (with ``heartbeat``) at least once every
+    ``interval`` seconds: while rows are read and written, rows done, the expected total and
+    the rate; before and after, the step the run is in and how long it has taken so far (one
+    statement can take minutes on a large table: the scan before writing, a keyset page that
+    must pass many rows already done, the last apply)."""
 
-    def __init__(self, name: str, expected: int, interval: float, dry_run: bool):
-        self.name, self.expected, self.interval, self.dry_run = name, expected, interval, dry_run
-        self.start = self.last = time.monotonic()
+    def __init__(self, name: str, interval: float, dry_run: bool):
+        self.name, self.interval, self.dry_run = name, interval, dry_run
+        self.expected: int | None = None  # set when the rows phase starts
+        self.done = 0
+        self.what = "connecting to the warehouse"
+        self.start = self.step_start = self.last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def step(self, what: str) -> None:
+        """The run now does ``what`` (a phrase, e.g. "scanning the table"), not rows."""
+        with self._lock:
+            self.expected, self.what, self.step_start = None, what, time.monotonic()
+        self._log_if_due()
+
+    def rows(self, expected: int) -> None:
+        """The run now reads, tokenizes and writes about ``expected`` rows."""
+        with self._lock:
+            self.expected, self.done, self.step_start = expected, 0, time.monotonic()
+        self._log_if_due()
 
     def update(self, done: int) -> None:
-        now = time.monotonic()
-        if now - self.last < self.interval:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        pct = f" ({100 * done / self.expected:.0f}%)" if self.expected else ""
-        logger.info(
-            "%s%s: %s / ~%s rows%s, %.0f rows/s",
-            "dry run " if self.dry_run else "",
-            self.name,
-            f"{done:,}",
-            f"{self.expected:,}",
-            pct,
-            rate,
-        )
+        self.done = done
+        self._log_if_due()
+
+    def _log_if_due(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self.last < self.interval:
+                return
+            self.last = now
+            prefix = "dry run " if self.dry_run else ""
+            if self.expected is None:
+                logger.info("%s%s: %s (%.0fs)", prefix, self.name, self.what, now - self.step_start)
+                return
+            rate = self.done / max(now - self.step_start, 1e-9)
+            pct = f" ({100 * self.done / self.expected:.0f}%)" if self.expected else ""
+            logger.info(
+                "%s%s: %s / ~%s rows%s, %.0f rows/s",
+                prefix, self.name, f"{self.done:,}", f"{self.expected:,}", pct, rate,
+            )
 
     @contextlib.contextmanager
-    def waiting(self, what: str) -> Iterator[None]:
-        """Log ``what`` now and every ``interval`` seconds until the block ends."""
+    def heartbeat(self) -> Iterator[None]:
+        """Log from a thread whenever ``interval`` seconds pass without a line, until the block ends."""
         done = threading.Event()
-        start = time.monotonic()
-        logger.info("%s: %s", self.name, what)
 
         def beat() -> None:
-            while not done.wait(self.interval):
-                logger.info("%s: still %s (%.0fs)", self.name, what, time.monotonic() - start)
+            while not done.wait(max(self.interval - (time.monotonic() - self.last), 0.01)):
+                self._log_if_due()
 
         thread = threading.Thread(target=beat, name="tokenize-progress", daemon=True)
         thread.start()

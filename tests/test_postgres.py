@@ -296,8 +296,27 @@ def test_long_runs_log_progress_with_rate_and_the_final_apply(pg, caplog):
     run_request(pg.config(batch_size=50, progress_interval_s=0.000001), TokenizeRequest(pg.urn(table), ("email",)))
     messages = [r.getMessage() for r in caplog.records]
     assert any("/ ~500 rows" in m and "rows/s" in m for m in messages)
-    assert any("applying the last staged rows (500 tokenized in all)" in m for m in messages)
+    assert any("writing the last rows (500 tokenized in all)" in m for m in messages)
     assert any("500 rows updated" in m and "in " in m for m in messages)
+
+
+def test_a_long_statement_still_logs_progress_every_interval(pg, caplog, monkeypatch):
+    # One statement can run for minutes on a large table (the scan before writing: ~2 s per
+    # million rows already tokenized); the run must not go silent meanwhile.
+    from datahub_tokenize_action._warehouse import WarehouseTokenizer
+
+    stats_query = WarehouseTokenizer._stats_query
+    monkeypatch.setattr(WarehouseTokenizer, "_stats_query",
+                        lambda self, target: stats_query(self, target).add_columns(sa.func.pg_sleep(1.5)))
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
+    caplog.set_level("INFO", logger="datahub_tokenize_action")
+    result = run_request(pg.config(progress_interval_s=0.3), TokenizeRequest(pg.urn(table), ("email",)))
+    assert result.rows_updated == 5
+    beats = [r for r in caplog.records if "scanning the table before writing" in r.getMessage()]
+    assert len(beats) >= 3, [r.getMessage() for r in caplog.records]
+    assert {r.threadName for r in beats} == {"tokenize-progress"}
+    took = [int(r.getMessage().rsplit("(", 1)[1].rstrip("s)")) for r in beats]  # the step's time so far
+    assert took == sorted(took) and took[-1] >= 1
 
 
 def test_char_columns_tokenize_without_their_padding_and_a_second_run_changes_nothing(pg):

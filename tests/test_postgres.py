@@ -210,6 +210,41 @@ def test_a_run_waits_for_the_lock_then_fails_with_a_clear_message(pg):
         wt.dispose()
 
 
+def _plan_nodes(plan):
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _plan_nodes(child)
+
+
+def test_the_scan_before_writing_classifies_each_value_once_and_may_run_in_parallel(pg):
+    # Classified in the scan itself (each CASE, regex included, once per value), not copied
+    # into every aggregate; and, unlike an OFFSET 0 fence, in parallel workers when they pay.
+    table = pg.create_table([("id", "int"), ("email", "text"), ("phone", "text")],
+                            [(i, f"u{i}@x.com", None) for i in range(1, 2001)])
+    config = pg.config()
+    connection, ref = route(pg.urn(table), config.connections)
+    wt = PostgresTokenizer(connection, config.build_tokenizer(), config.run)
+    try:
+        with wt._connect(ref) as conn:
+            target = wt.validate(conn, ref, ["email", "phone"])
+            for name in ("parallel_setup_cost", "min_parallel_table_scan_size"):  # as on a large table
+                conn.execute(sa.text(f"SET LOCAL {name} = 0"))
+            stmt = wt._stats_query(target).compile(conn, compile_kwargs={"literal_binds": True})
+            plan = conn.execute(sa.text(f"EXPLAIN (VERBOSE, FORMAT JSON) {stmt}")).scalar_one()[0]["Plan"]
+            stats = conn.execute(wt._stats_query(target)).one()
+            conn.rollback()
+    finally:
+        wt.dispose()
+    nodes = list(_plan_nodes(plan))
+    scans = [n for n in nodes if n["Node Type"] == "Seq Scan"]
+    assert len(scans) == 1 and scans[0].get("Parallel Aware"), nodes
+    classified = [o for o in scans[0]["Output"] if "~" in o]
+    assert len(classified) == 2, scans[0]["Output"]  # one CASE per column, each with the regex
+    shape = [(n["Node Type"], n.get("Partial Mode")) for n in nodes]
+    assert shape == [("Aggregate", "Finalize"), ("Gather", None), ("Aggregate", "Partial"), ("Seq Scan", None)]
+    assert (stats.total_rows, stats.rows_to_change, stats.nulls_1, stats.maxlen_0) == (2000, 2000, 2000, len("u2000@x.com"))
+
+
 def test_a_value_changed_since_it_was_read_is_left_alone(pg):
     table = pg.create_table([("id", "int"), ("email", "text")], [(1, "old@x.com"), (2, "b@x.com")])
     config = pg.config()

@@ -289,7 +289,7 @@ def test_postgres_stats_scan_is_fenced_so_the_regex_runs_once_per_value():
     wt, ref = _postgres()
     target = _target(wt, ref, columns=("email",))
     sql = _sql(wt._stats_query(target), postgresql.dialect())
-    assert sql.endswith("FROM public.customers LIMIT ALL OFFSET 0) AS v")
+    assert sql.endswith("clock_timestamp() AS fence FROM public.customers) AS v")
     assert sql.count("~ '^tok_") == 1
 
 

@@ -33,6 +33,7 @@ from ._exceptions import (
     TokenizerError,
     UnknownTokenizerError,
     UnsupportedColumnTypeError,
+    UnsupportedTableError,
     WarehouseUnavailableError,
     WarehouseWriteError,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "TokenizerError",
     "UnknownTokenizerError",
     "UnsupportedColumnTypeError",
+    "UnsupportedTableError",
     "WarehouseUnavailableError",
     "WarehouseWriteError",
 ]

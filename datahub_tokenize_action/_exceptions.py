@@ -129,6 +129,11 @@ class NotDeltaTableError(InvalidTargetError):
     pass
 
 
+class UnsupportedTableError(InvalidTargetError):
+    """The table is of a kind the loop cannot tokenize correctly in place (Postgres: a
+    materialized view, a parent of inheritance children, rows hidden by row-level security)."""
+
+
 class NoColumnsError(InvalidTargetError):
     pass
 

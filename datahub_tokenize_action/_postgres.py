@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
+import uuid
 from typing import Any, Callable, Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 
-from ._exceptions import ConfigError, DatabaseMismatchError, LockTimeoutError
+from ._exceptions import ConfigError, DatabaseMismatchError, LockTimeoutError, UnsupportedTableError
 from ._routing import TableRef
-from ._warehouse import Batch, BatchWriter, WarehouseTokenizer, WriteTarget, mask_url
+from ._warehouse import Batch, BatchWriter, TableDescription, WarehouseTokenizer, WriteTarget, mask_url
 
 __all__ = ["PostgresTokenizer", "copy_column", "copy_text"]
 
 _COPY_SPECIALS = ("\\", "\t", "\n", "\r")
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted Postgres identifier, for SQL sent as it is (COPY, DDL without
+    parameters). Not SQLAlchemy's quoting: for psycopg2's paramstyle it doubles ``%``,
+    and nothing undoes that in a statement sent without parameters."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def copy_column(values: Sequence[Any]) -> list[str]:
@@ -105,6 +114,75 @@ class PostgresTokenizer(WarehouseTokenizer):
         code = getattr(driver_error, "pgcode", None) or ""
         return code[:2] in self.PERMANENT_SQLSTATE_CLASSES
 
+    #: Postgres text types, by the name of the (base) type in ``pg_type``.
+    _TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "citext", "name"})
+
+    def describe(self, conn: Connection, ref: TableRef) -> TableDescription:
+        """SQLAlchemy's reflection, corrected from the catalog where it misreads a type:
+        ``name`` (text cut to 63 bytes without an error), ``"char"`` (one byte), a domain
+        over a text type, ``char`` without a length; and each type by its Postgres name."""
+        desc = super().describe(conn, ref)
+        rows = conn.execute(sa.text(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), coalesce(b.typname, t.typname), "
+            "CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END "
+            "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "LEFT JOIN pg_type b ON t.typtype = 'd' AND b.oid = t.typbasetype "
+            "WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 AND NOT a.attisdropped"
+        ), {"t": f"{quote_ident(ref.schema)}.{quote_ident(ref.table)}"}).all()
+        for name, type_name, base, typmod in rows:
+            info = desc.columns.get(name)
+            if info is None:
+                continue
+            is_text = base in self._TEXT_TYPES
+            if base == "name":
+                # ``name`` silently truncates to 63 bytes: a token cut short would be kept as
+                # a token (or, in the poc format, tokenized again) and its value lost.
+                length: int | None = 63
+            elif base in ("varchar", "bpchar") and typmod > 4:
+                length = typmod - 4  # the declared length is stored plus the 4-byte header
+            else:
+                length = None
+            desc.columns[name] = dataclasses.replace(
+                info, type_name=type_name, is_text=is_text, max_length=length if is_text else None,
+                fixed_width=base == "bpchar",
+            )
+        return desc
+
+    def check_table(self, conn: Connection, target: WriteTarget) -> None:
+        """Refuse tables whose rows the loop would miss or write beyond: row-level security
+        hiding rows from this user, inheritance children (their rows are read and updated
+        through the parent, and their keys may repeat the parent's), materialized views.
+
+        Raises:
+            UnsupportedTableError: with what to do instead.
+        """
+        ref = target.ref
+        relkind, hidden, children = conn.execute(sa.text(
+            "SELECT c.relkind, row_security_active(c.oid), "
+            "(SELECT string_agg(i.inhrelid::regclass::text, ', ' ORDER BY i.inhrelid::regclass::text) "
+            " FROM pg_inherits i WHERE i.inhparent = c.oid) "
+            "FROM pg_class c WHERE c.oid = CAST(:t AS regclass)"
+        ), {"t": f"{quote_ident(ref.schema)}.{quote_ident(ref.table)}"}).one()
+        if relkind == "m":
+            raise UnsupportedTableError(
+                f"dataset {ref.dataset_urn}: {ref.name} is a materialized view, which cannot be updated; "
+                "tokenize the tables it is built from, then refresh it"
+            )
+        if hidden:
+            user = conn.execute(sa.text("SELECT current_user")).scalar_one()
+            raise UnsupportedTableError(
+                f"dataset {ref.dataset_urn}: row-level security on {ref.name} hides rows from user "
+                f"{user!r}, so a run would leave their plaintext in place; connect as the table's owner "
+                "or a role with BYPASSRLS (and without FORCE ROW LEVEL SECURITY on the table)"
+            )
+        if relkind == "r" and children:
+            raise UnsupportedTableError(
+                f"dataset {ref.dataset_urn}: {ref.name} has inheritance children ({children}); a run "
+                "reads and updates their rows through it, and their keys may repeat its own, so rows "
+                "would be skipped. Tokenize each child as its own dataset and the parent once it has "
+                "no children, or move to declarative partitioning (partitioned tables are supported)"
+            )
+
     def fence(self, subquery: sa.Select[Any]) -> sa.Select[Any]:
         # Postgres does not pull up a subquery whose select list calls a volatile function
         # (is_simple_subquery: "we might introduce multiple evaluations"); pulled up, each
@@ -160,27 +238,29 @@ class PostgresTokenizer(WarehouseTokenizer):
         """COPY each batch into a temp staging table; apply the stage with one ``UPDATE ... FROM``
         over the staged key range every ``APPLY_EVERY_ROWS`` staged rows and at the end (each
         batch with ``commit_every_batch``). Fewer, larger joins are cheaper than one per batch."""
-        prep = conn.dialect.identifier_preparer
-        stage_name = "_tokenize_stage"
+        # A name no table of the user's can have: the UPDATE names both tables unqualified.
+        stage_name = f"_tokenize_stage_{uuid.uuid4().hex[:12]}"
         stage_cols = [f"k{i}" for i in range(len(target.key))]
-        select_list = [f"{prep.quote(k)} AS k{i}" for i, k in enumerate(target.key)]
+        select_list = [f"{quote_ident(k)} AS k{i}" for i, k in enumerate(target.key)]
         for i, c in enumerate(target.columns):
             stage_cols += [f"p{i}", f"t{i}"]
             # p keeps the column's type, so char(n) compares as char(n); t is text.
-            select_list += [f"{prep.quote(c)} AS p{i}", f"{prep.quote(c)}::text AS t{i}"]
-        source = prep.format_table(target.table)
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS pg_temp.{stage_name}"))
-        conn.execute(sa.text(
-            f"CREATE TEMP TABLE {stage_name} AS SELECT {', '.join(select_list)} FROM {source} WITH NO DATA"
-        ))
+            select_list += [f"{quote_ident(c)} AS p{i}", f"{quote_ident(c)}::text AS t{i}"]
+        source = f"{quote_ident(target.ref.schema)}.{quote_ident(target.ref.table)}"
+        dbapi_conn = conn.connection.dbapi_connection
+
+        def execute(sql: str) -> None:
+            # On the driver's cursor, without parameters, so the statement is sent as written:
+            # names may hold ``%`` or ``:``, which the layers above would take for parameters.
+            with dbapi_conn.cursor() as cur:  # type: ignore[union-attr]
+                cur.execute(sql)
+
+        execute(f"CREATE TEMP TABLE {stage_name} AS SELECT {', '.join(select_list)} FROM {source} WITH NO DATA")
         key_stage_cols = stage_cols[:len(target.key)]
-        conn.execute(sa.text(
-            f"ALTER TABLE {stage_name} " + ", ".join(f"ALTER COLUMN {k} SET STATISTICS 10" for k in key_stage_cols)
-        ))
+        execute(f"ALTER TABLE {stage_name} " + ", ".join(f"ALTER COLUMN {k} SET STATISTICS 10" for k in key_stage_cols))
         analyze_sql = f"ANALYZE {stage_name} ({', '.join(key_stage_cols)})"
         update = self._update_from(target, sa.table(stage_name, *(sa.column(c) for c in stage_cols)))
         copy_sql = f"COPY {stage_name} ({', '.join(stage_cols)}) FROM STDIN"
-        dbapi_conn = conn.connection.dbapi_connection
         apply_every = 1 if self.options.commit_every_batch else self.APPLY_EVERY_ROWS
         staged = 0
         # The key range of the staged rows: batches arrive in key order, so the first
@@ -197,9 +277,9 @@ class PostgresTokenizer(WarehouseTokenizer):
             # staged rows are sparse in it). Only the key columns, with a small sample: about
             # 12 ms per 100,000 rows, where a full ANALYZE cost 1-1.7 s per million rows on
             # the writer, the run's critical path.
-            conn.execute(sa.text(analyze_sql))
+            execute(analyze_sql)
             conn.execute(update, {**_bounds("lo", low), **_bounds("hi", high)})
-            conn.execute(sa.text(f"TRUNCATE {stage_name}"))
+            execute(f"TRUNCATE {stage_name}")
             staged = 0
 
         def write(batch: Batch) -> Callable[[], None]:
@@ -231,8 +311,8 @@ class PostgresTokenizer(WarehouseTokenizer):
         finally:
             # After a failed statement or commit Postgres (or SQLAlchemy) refuses this too; the
             # run's error matters, and closing the connection drops the table anyway.
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                conn.execute(sa.text(f"DROP TABLE IF EXISTS pg_temp.{stage_name}"))
+            with contextlib.suppress(conn.dialect.loaded_dbapi.Error):
+                execute(f"DROP TABLE IF EXISTS pg_temp.{stage_name}")
 
     @staticmethod
     def _update_from(target: WriteTarget, stage: sa.TableClause) -> sa.Update:

@@ -80,7 +80,8 @@ class PostgresHarness(_TableReads):
             cols.append(f"PRIMARY KEY ({', '.join(self.quote(k) for k in key)})")
         table = self.quote(name)
         with self.engine.begin() as conn:
-            conn.execute(sa.text(f"CREATE TABLE {table} ({', '.join(cols)})"))
+            with conn.connection.dbapi_connection.cursor() as cur:  # as written: names may hold % or :
+                cur.execute(f"CREATE TABLE {table} ({', '.join(cols)})".replace("%%", "%"))
             if rows:
                 meta = sa.table(name, *(sa.column(c) for c, _ in columns))
                 conn.execute(sa.insert(meta), [dict(zip([c for c, _ in columns], r)) for r in rows])

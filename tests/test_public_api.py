@@ -8,7 +8,7 @@ EXPECTED = {
     "NoColumnsError", "NoConnectionError", "NoKeyError", "NotDeltaTableError", "Outcome", "PocTokenizer",
     "RunOptions", "TableNotFoundError", "TableRef", "TokenTooLongError", "TokenizeAction", "TokenizeConfig",
     "TokenizeError", "TokenizeRequest", "TokenizeResult", "Tokenizer", "TokenizerConfig", "TokenizerContractError", "TokenizerError", "UnknownTokenizerError",
-    "UnsupportedColumnTypeError", "WarehouseUnavailableError", "WarehouseWriteError", "WriteBackConfig",
+    "UnsupportedColumnTypeError", "UnsupportedTableError", "WarehouseUnavailableError", "WarehouseWriteError", "WriteBackConfig",
     "available_tokenizers", "load_config", "load_pipeline_file", "load_tokenizer", "parse_config", "parse_event",
     "route", "run_request", "select_columns", "tokenize_dataset",
 }

@@ -169,6 +169,13 @@ class WarehouseWriteError(TokenizeError):
     permanent = False
 
 
+class TokenRewrittenError(WarehouseWriteError):
+    """Values written as tokens read back as something else: a trigger (or rule) on the
+    table rewrites them. A retry would do the same."""
+
+    permanent = True
+
+
 class DataHubError(TokenizeError):
     """DataHub could not be read (column selection) or written (the outcome). Retrying
     later may succeed; a retry changes no more rows, values already tokens are skipped."""

@@ -12,7 +12,13 @@ from typing import Any, Callable, Iterator, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 
-from ._exceptions import ConfigError, DatabaseMismatchError, LockTimeoutError, UnsupportedTableError
+from ._exceptions import (
+    ConfigError,
+    DatabaseMismatchError,
+    LockTimeoutError,
+    TokenRewrittenError,
+    UnsupportedTableError,
+)
 from ._routing import TableRef
 from ._warehouse import Batch, BatchWriter, TableDescription, WarehouseTokenizer, WriteTarget, mask_url
 
@@ -259,7 +265,7 @@ class PostgresTokenizer(WarehouseTokenizer):
         key_stage_cols = stage_cols[:len(target.key)]
         execute(f"ALTER TABLE {stage_name} " + ", ".join(f"ALTER COLUMN {k} SET STATISTICS 10" for k in key_stage_cols))
         analyze_sql = f"ANALYZE {stage_name} ({', '.join(key_stage_cols)})"
-        update = self._update_from(target, sa.table(stage_name, *(sa.column(c) for c in stage_cols)))
+        update = self._checked(target, sa.table(stage_name, *(sa.column(c) for c in stage_cols)))
         copy_sql = f"COPY {stage_name} ({', '.join(stage_cols)}) FROM STDIN"
         apply_every = 1 if self.options.commit_every_batch else self.APPLY_EVERY_ROWS
         staged = 0
@@ -278,7 +284,16 @@ class PostgresTokenizer(WarehouseTokenizer):
             # 12 ms per 100,000 rows, where a full ANALYZE cost 1-1.7 s per million rows on
             # the writer, the run's critical path.
             execute(analyze_sql)
-            conn.execute(update, {**_bounds("lo", low), **_bounds("hi", high)})
+            rewritten = conn.execute(update, {**_bounds("lo", low), **_bounds("hi", high)}).scalar_one()
+            if rewritten:
+                raise TokenRewrittenError(
+                    f"dataset {target.ref.dataset_urn}: {rewritten:,} row(s) of {target.ref.name} did not "
+                    f"keep the token written to {', '.join(target.columns)}: a trigger or rule on the table "
+                    "rewrites the value (e.g. lower() on an email), which would leave wrong tokens that "
+                    "the next run skips as done (or, rarely, another writer changed the row meanwhile). "
+                    "Nothing was kept from this run's transaction; disable the trigger for the run "
+                    "(ALTER TABLE ... DISABLE TRIGGER name) and run again"
+                )
             execute(f"TRUNCATE {stage_name}")
             staged = 0
 
@@ -313,6 +328,20 @@ class PostgresTokenizer(WarehouseTokenizer):
             # run's error matters, and closing the connection drops the table anyway.
             with contextlib.suppress(conn.dialect.loaded_dbapi.Error):
                 execute(f"DROP TABLE IF EXISTS pg_temp.{stage_name}")
+
+    @classmethod
+    def _checked(cls, target: WriteTarget, stage: sa.TableClause) -> sa.Select[Any]:
+        """The apply ``UPDATE`` in a CTE, and the count of rows whose stored value is not the
+        token written (``RETURNING`` shows the row after BEFORE triggers): 0 unless a trigger
+        rewrites tokens, or (in a run of several columns) another writer changed one of
+        them since it was read, which the compare-and-set then kept."""
+        t = target.table
+        rewritten = sa.or_(*(
+            sa.and_(stage.c[f"t{i}"].is_not(None), t.c[c].is_distinct_from(stage.c[f"t{i}"]))
+            for i, c in enumerate(target.columns)
+        ))
+        applied = cls._update_from(target, stage).returning(rewritten.label("rewritten")).cte("applied")
+        return sa.select(sa.func.count()).select_from(applied).where(applied.c.rewritten)
 
     @staticmethod
     def _update_from(target: WriteTarget, stage: sa.TableClause) -> sa.Update:

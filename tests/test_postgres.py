@@ -21,6 +21,7 @@ from datahub_tokenize_action import (
     TokenizeRequest,
     TokenizerContractError,
     TokenizerError,
+    TokenRewrittenError,
     TokenTooLongError,
     UnsupportedColumnTypeError,
     UnsupportedTableError,
@@ -155,8 +156,8 @@ def test_each_apply_lets_the_planner_know_how_many_rows_are_staged(pg, small_chu
     seen: list[tuple[float, int]] = []
 
     def before_update(conn, cursor, statement, parameters, context, executemany):
-        stage = re.search(r"FROM (_tokenize_stage_[0-9a-f]+) ", statement)
-        if statement.startswith("UPDATE") and stage:
+        stage = re.search(r"\(UPDATE .* FROM (_tokenize_stage_[0-9a-f]+) ", statement)
+        if stage:
             with cursor.connection.cursor() as cur:
                 cur.execute(f"SELECT reltuples FROM pg_class WHERE oid = 'pg_temp.{stage[1]}'::regclass")
                 (estimate,) = cur.fetchone()
@@ -695,3 +696,30 @@ def test_column_types_are_read_from_the_catalog(pg):
     for column, shown in (("flag", '"char"'), ("mood", f"mood_{suffix}")):
         with pytest.raises(UnsupportedColumnTypeError, match=f"column '{column}' is {shown}, not text"):
             run_request(config, TokenizeRequest(pg.urn(table), (column,)))
+
+
+def _before_update_trigger(pg, table: str, body: str) -> None:
+    pg.execute(f"CREATE FUNCTION {table}_trg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body} RETURN NEW; END $$")
+    pg.execute(f"CREATE TRIGGER trg BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {table}_trg()")
+
+
+@pytest.mark.parametrize("commit_every_batch", [False, True])
+def test_a_trigger_that_rewrites_tokens_fails_the_run_instead_of_storing_wrong_tokens(pg, commit_every_batch):
+    # An email normalizer (lower()) would store lower(token): still token-shaped, so the next
+    # run would skip it, and joins on the tokens would silently break.
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(30))
+    _before_update_trigger(pg, table, "NEW.email = lower(NEW.email);")
+    before = pg.checksum(table)
+    with pytest.raises(TokenRewrittenError, match="did not keep the token written to email: a trigger") as e:
+        run_request(pg.config(batch_size=10, commit_every_batch=commit_every_batch), TokenizeRequest(pg.urn(table), ("email",)))
+    assert e.value.permanent
+    assert pg.checksum(table) == before  # the first batch failed: nothing was committed
+
+
+def test_a_trigger_that_leaves_the_tokenized_columns_alone_is_fine(pg):
+    table = pg.create_table([("id", "int"), ("email", "text"), ("phone", "text"), ("touched", "int")],
+                            [(i, f"u{i}@x.com", None if i % 2 else f"+1-{i}", 0) for i in range(1, 21)])
+    _before_update_trigger(pg, table, "NEW.touched = OLD.touched + 1;")
+    config = pg.config(batch_size=7)
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email", "phone"))).rows_updated == 20
+    assert pg.execute(f"SELECT sum(touched) FROM {table}") == [(20,)]

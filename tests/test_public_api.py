@@ -6,7 +6,7 @@ EXPECTED = {
     "ColumnNotFoundError", "ColumnSelection", "ColumnSelectionConfig", "ConfigError", "ConnectionConfig",
     "DataHubError", "DatabaseMismatchError", "HmacTokenizer", "InvalidDatasetError", "InvalidTargetError", "LockTimeoutError",
     "NoColumnsError", "NoConnectionError", "NoKeyError", "NotDeltaTableError", "Outcome", "PocTokenizer",
-    "RunOptions", "TableNotFoundError", "TableRef", "TokenTooLongError", "TokenizeAction", "TokenizeConfig",
+    "RunOptions", "TableNotFoundError", "TableRef", "TokenRewrittenError", "TokenTooLongError", "TokenizeAction", "TokenizeConfig",
     "TokenizeError", "TokenizeRequest", "TokenizeResult", "Tokenizer", "TokenizerConfig", "TokenizerContractError", "TokenizerError", "UnknownTokenizerError",
     "UnsupportedColumnTypeError", "UnsupportedTableError", "WarehouseUnavailableError", "WarehouseWriteError", "WriteBackConfig",
     "available_tokenizers", "load_config", "load_pipeline_file", "load_tokenizer", "parse_config", "parse_event",

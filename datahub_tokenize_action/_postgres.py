@@ -110,7 +110,11 @@ class PostgresTokenizer(WarehouseTokenizer):
         return url.set(database=ref.database)
 
     def engine_options(self) -> dict[str, Any]:
-        return {"connect_args": {"application_name": "datahub-tokenize", "connect_timeout": 10}}
+        # The run's connection waits, in its transaction, while the other one reads a page;
+        # on a large table with few rows left to do that can take longer than a role's
+        # idle_in_transaction_session_timeout, which would end the run's session mid-run.
+        return {"connect_args": {"application_name": "datahub-tokenize", "connect_timeout": 10,
+                                 "options": "-c idle_in_transaction_session_timeout=0"}}
 
     #: SQLSTATE classes that a retry meets again: data exception, integrity constraint,
     #: syntax error or access rule (grants), WITH CHECK OPTION, SQL routine, PL/pgSQL RAISE.

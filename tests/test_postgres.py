@@ -7,6 +7,7 @@ import datetime
 import decimal
 import re
 import threading
+import time
 import traceback
 import uuid
 
@@ -723,3 +724,24 @@ def test_a_trigger_that_leaves_the_tokenized_columns_alone_is_fine(pg):
     config = pg.config(batch_size=7)
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email", "phone"))).rows_updated == 20
     assert pg.execute(f"SELECT sum(touched) FROM {table}") == [(20,)]
+
+
+def test_the_run_outlasts_a_roles_idle_in_transaction_timeout(pg, monkeypatch):
+    # The run's connection idles in its transaction while the other reads the next page.
+    from datahub_tokenize_action._warehouse import WarehouseTokenizer
+
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(30))
+    role = f"tokenize_{table}"
+    config = _as_role(pg, role, f"GRANT SELECT, UPDATE ON {table} TO {{role}}")
+    pg.execute(f"ALTER ROLE {role} SET idle_in_transaction_session_timeout = '300ms'")
+    fetch, calls = WarehouseTokenizer._fetch, []
+
+    def slow_fetch(conn, stmt):
+        calls.append(1)
+        if len(calls) == 2:
+            time.sleep(1.0)  # the first batch is written by now: its transaction is open
+        return fetch(conn, stmt)
+
+    monkeypatch.setattr(WarehouseTokenizer, "_fetch", staticmethod(slow_fetch))
+    config.run.batch_size = 10
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 30

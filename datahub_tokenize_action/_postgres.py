@@ -295,8 +295,9 @@ class PostgresTokenizer(WarehouseTokenizer):
                     f"keep the token written to {', '.join(target.columns)}: a trigger or rule on the table "
                     "rewrites the value (e.g. lower() on an email), which would leave wrong tokens that "
                     "the next run skips as done (or, rarely, another writer changed the row meanwhile). "
-                    "Nothing was kept from this run's transaction; disable the trigger for the run "
-                    "(ALTER TABLE ... DISABLE TRIGGER name) and run again"
+                    + ("This batch was rolled back (batches committed before it were checked the same way); "
+                       if self.options.commit_every_batch else "Nothing was changed (rolled back); ")
+                    + "disable the trigger for the run (ALTER TABLE ... DISABLE TRIGGER name) and run again"
                 )
             execute(f"TRUNCATE {stage_name}")
             staged = 0

@@ -34,6 +34,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_table(ref: TableRef) -> str:
+    """``"schema"."table"`` for ``ref``, quoted as ``quote_ident`` does (also a ``regclass`` literal)."""
+    return f"{quote_ident(ref.schema)}.{quote_ident(ref.table)}"
+
+
 def copy_column(values: Sequence[Any]) -> list[str]:
     """One column of values as COPY text fields: NULL as ``\\N``; backslash, tab,
     newline and carriage return escaped. Works on the whole column at once: Postgres
@@ -138,7 +143,7 @@ class PostgresTokenizer(WarehouseTokenizer):
             "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
             "LEFT JOIN pg_type b ON t.typtype = 'd' AND b.oid = t.typbasetype "
             "WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 AND NOT a.attisdropped"
-        ), {"t": f"{quote_ident(ref.schema)}.{quote_ident(ref.table)}"}).all()
+        ), {"t": quote_table(ref)}).all()
         for name, type_name, base, typmod in rows:
             info = desc.columns.get(name)
             if info is None:
@@ -153,8 +158,7 @@ class PostgresTokenizer(WarehouseTokenizer):
             else:
                 length = None
             desc.columns[name] = dataclasses.replace(
-                info, type_name=type_name, is_text=is_text, max_length=length if is_text else None,
-                fixed_width=base == "bpchar",
+                info, type_name=type_name, is_text=is_text, max_length=length, fixed_width=base == "bpchar",
             )
         return desc
 
@@ -172,7 +176,7 @@ class PostgresTokenizer(WarehouseTokenizer):
             "(SELECT string_agg(i.inhrelid::regclass::text, ', ' ORDER BY i.inhrelid::regclass::text) "
             " FROM pg_inherits i WHERE i.inhparent = c.oid) "
             "FROM pg_class c WHERE c.oid = CAST(:t AS regclass)"
-        ), {"t": f"{quote_ident(ref.schema)}.{quote_ident(ref.table)}"}).one()
+        ), {"t": quote_table(ref)}).one()
         if relkind == "m":
             raise UnsupportedTableError(
                 f"dataset {ref.dataset_urn}: {ref.name} is a materialized view, which cannot be updated; "
@@ -256,7 +260,7 @@ class PostgresTokenizer(WarehouseTokenizer):
             stage_cols += [f"p{i}", f"t{i}"]
             # p keeps the column's type, so char(n) compares as char(n); t is text.
             select_list += [f"{quote_ident(c)} AS p{i}", f"{quote_ident(c)}::text AS t{i}"]
-        source = f"{quote_ident(target.ref.schema)}.{quote_ident(target.ref.table)}"
+        source = quote_table(target.ref)
         dbapi_conn = conn.connection.dbapi_connection
 
         def execute(sql: str) -> None:

@@ -848,7 +848,7 @@ class _Progress:
         self.expected: int | None = None  # set when the rows phase starts
         self.done = 0
         self.what = "connecting to the warehouse"
-        self.start = self.step_start = self.last = time.monotonic()
+        self.step_start = self.last = time.monotonic()
         self._lock = threading.Lock()
 
     def step(self, what: str) -> None:

@@ -250,8 +250,10 @@ class PostgresTokenizer(WarehouseTokenizer):
     @contextlib.contextmanager
     def batch_writer(self, conn: Connection, target: WriteTarget) -> Iterator[BatchWriter]:
         """COPY each batch into a temp staging table; apply the stage with one ``UPDATE ... FROM``
-        over the staged key range every ``APPLY_EVERY_ROWS`` staged rows and at the end (each
-        batch with ``commit_every_batch``). Fewer, larger joins are cheaper than one per batch."""
+        over the staged key range after the first batch, then every ``APPLY_EVERY_ROWS`` staged
+        rows and at the end (each batch with ``commit_every_batch``). Fewer, larger joins are
+        cheaper than one per batch; the first comes early because until it runs the writer has
+        nothing to do but wait for the loop to read and tokenize (0.25 s of 6.8 s at 1M rows)."""
         # A name no table of the user's can have: the UPDATE names both tables unqualified.
         stage_name = f"_tokenize_stage_{uuid.uuid4().hex[:12]}"
         stage_cols = [f"k{i}" for i in range(len(target.key))]
@@ -276,6 +278,7 @@ class PostgresTokenizer(WarehouseTokenizer):
         update = self._checked(target, sa.table(stage_name, *(sa.column(c) for c in stage_cols)))
         copy_sql = f"COPY {stage_name} ({', '.join(stage_cols)}) FROM STDIN"
         apply_every = 1 if self.options.commit_every_batch else self.APPLY_EVERY_ROWS
+        applied_once = False
         staged = 0
         # The key range of the staged rows: batches arrive in key order, so the first
         # key of the first batch and the last key of the last one bound every staged row.
@@ -283,7 +286,7 @@ class PostgresTokenizer(WarehouseTokenizer):
         high: tuple[Any, ...] = ()
 
         def apply() -> None:
-            nonlocal staged
+            nonlocal staged, applied_once
             conn.execute(sa.text("SELECT set_config('work_mem', :m, true)"), {"m": self.options.postgres_work_mem})
             # The planner needs the stage's row count: guessed from its size, wide values
             # (1 kB of text) made 20,000 staged rows look like 340,000, and a join that
@@ -305,6 +308,7 @@ class PostgresTokenizer(WarehouseTokenizer):
                 )
             execute(f"TRUNCATE {stage_name}")
             staged = 0
+            applied_once = True
 
         def write(batch: Batch) -> Callable[[], None]:
             text = copy_text(batch)  # CPU work, in the loop's thread
@@ -323,7 +327,7 @@ class PostgresTokenizer(WarehouseTokenizer):
                     low = first
                 staged += rows
                 high = last
-                if staged >= apply_every:
+                if staged >= apply_every or not applied_once:
                     apply()
 
             return send

@@ -10,6 +10,7 @@ import threading
 import time
 import traceback
 import uuid
+from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -149,11 +150,9 @@ def test_chunks_bounded_by_key_range_reach_every_row_whatever_the_key_type(pg, s
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 0
 
 
-@pytest.mark.parametrize("commit_every_batch", [False, True])
-def test_each_apply_lets_the_planner_know_how_many_rows_are_staged(pg, small_chunks, commit_every_batch):
-    # Guessed from the stage's size, 20,000 rows of 1 kB values looked like 340,000, and the
-    # join read the whole key range instead of looking each staged row up by its key.
-    table = pg.create_table([("id", "int"), ("note", "text")], [(i, f"{i} " + "x" * 1000) for i in range(1, 26)])
+@contextlib.contextmanager
+def _applies() -> Iterator[list[tuple[float, int]]]:
+    """Each apply's (planner's estimate of the staged rows, rows staged), in order."""
     seen: list[tuple[float, int]] = []
 
     def before_update(conn, cursor, statement, parameters, context, executemany):
@@ -167,13 +166,35 @@ def test_each_apply_lets_the_planner_know_how_many_rows_are_staged(pg, small_chu
 
     sa.event.listen(sa.engine.Engine, "before_cursor_execute", before_update)
     try:
-        result = run_request(pg.config(batch_size=10, commit_every_batch=commit_every_batch),
-                             TokenizeRequest(pg.urn(table), ("note",)))
+        yield seen
     finally:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", before_update)
+
+
+@pytest.mark.parametrize("commit_every_batch", [False, True])
+def test_each_apply_lets_the_planner_know_how_many_rows_are_staged(pg, small_chunks, commit_every_batch):
+    # Guessed from the stage's size, 20,000 rows of 1 kB values looked like 340,000, and the
+    # join read the whole key range instead of looking each staged row up by its key.
+    table = pg.create_table([("id", "int"), ("note", "text")], [(i, f"{i} " + "x" * 1000) for i in range(1, 26)])
+    with _applies() as seen:
+        result = run_request(pg.config(batch_size=10, commit_every_batch=commit_every_batch),
+                             TokenizeRequest(pg.urn(table), ("note",)))
     assert result.rows_updated == 25
     assert [n for _, n in seen] == [10, 10, 5]
     assert all(estimate == n for estimate, n in seen), seen
+
+
+def test_the_first_batch_is_applied_at_once_then_every_apply_every_rows(pg, monkeypatch):
+    # Until the first apply the writer only waits for the loop to read and tokenize.
+    monkeypatch.setattr(PostgresTokenizer, "APPLY_EVERY_ROWS", 30)
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(105))
+    config = pg.config(batch_size=10)
+    with _applies() as seen:
+        result = run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    assert [n for _, n in seen] == [10, 30, 30, 30, 5]
+    tok = config.build_tokenizer()
+    assert result.rows_updated == 105
+    assert [v for _, v in pg.rows(table)] == [tok.tokenize(e) for _, e in _emails(105)]
 
 
 def test_two_concurrent_runs_tokenize_every_value_exactly_once(pg):

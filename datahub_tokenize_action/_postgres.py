@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import io
 import uuid
+import warnings
 from typing import Any, Callable, Iterator, Sequence
 
 import sqlalchemy as sa
@@ -136,7 +137,11 @@ class PostgresTokenizer(WarehouseTokenizer):
         """SQLAlchemy's reflection, corrected from the catalog where it misreads a type:
         ``name`` (text cut to 63 bytes without an error), ``"char"`` (one byte), a domain
         over a text type, ``char`` without a length; and each type by its Postgres name."""
-        desc = super().describe(conn, ref)
+        with warnings.catch_warnings():
+            # SQLAlchemy warns for types it cannot map (``bpchar`` for char without a length);
+            # they are read from the catalog below, so the warning would only mislead.
+            warnings.filterwarnings("ignore", "Did not recognize type", sa.exc.SAWarning)
+            desc = super().describe(conn, ref)
         rows = conn.execute(sa.text(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod), coalesce(b.typname, t.typname), "
             "CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END "

@@ -702,6 +702,7 @@ def test_names_with_percent_colon_and_the_staging_prefix_are_sent_as_written(pg)
         pg.execute(f"DROP TABLE {pg.quote(table)}")
 
 
+@pytest.mark.filterwarnings("error::sqlalchemy.exc.SAWarning")  # no "Did not recognize type 'bpchar'"
 def test_column_types_are_read_from_the_catalog(pg):
     suffix = uuid.uuid4().hex[:8]
     pg.execute(f"CREATE DOMAIN email_{suffix} AS varchar(80) CHECK (VALUE <> '')")

@@ -138,6 +138,11 @@ class NoColumnsError(InvalidTargetError):
     pass
 
 
+class InsufficientPrivilegeError(InvalidTargetError):
+    """The connection's user lacks a grant the run needs (Postgres: SELECT on the key and
+    columns, UPDATE on the columns, TEMPORARY on the database for the staging table)."""
+
+
 class TokenizerError(TokenizeError):
     """The tokenizer raised while making tokens (a vault plugin's outage, say); a retry may help."""
 

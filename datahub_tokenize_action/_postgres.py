@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, Connection
 from ._exceptions import (
     ConfigError,
     DatabaseMismatchError,
+    InsufficientPrivilegeError,
     LockTimeoutError,
     TokenRewrittenError,
     UnsupportedTableError,
@@ -170,12 +171,16 @@ class PostgresTokenizer(WarehouseTokenizer):
     def check_table(self, conn: Connection, target: WriteTarget) -> None:
         """Refuse tables whose rows the loop would miss or write beyond: row-level security
         hiding rows from this user, inheritance children (their rows are read and updated
-        through the parent, and their keys may repeat the parent's), materialized views.
+        through the parent, and their keys may repeat the parent's), materialized views;
+        and users without the grants a run needs (in a dry run too, so that a dry run that
+        succeeds says the run can write).
 
         Raises:
             UnsupportedTableError: with what to do instead.
+            InsufficientPrivilegeError: with the GRANT statements to run.
         """
         ref = target.ref
+        self._check_privileges(conn, target)
         relkind, hidden, children = conn.execute(sa.text(
             "SELECT c.relkind, row_security_active(c.oid), "
             "(SELECT string_agg(i.inhrelid::regclass::text, ', ' ORDER BY i.inhrelid::regclass::text) "
@@ -200,6 +205,38 @@ class PostgresTokenizer(WarehouseTokenizer):
                 "reads and updates their rows through it, and their keys may repeat its own, so rows "
                 "would be skipped. Tokenize each child as its own dataset and the parent once it has "
                 "no children, or move to declarative partitioning (partitioned tables are supported)"
+            )
+
+    def _check_privileges(self, conn: Connection, target: WriteTarget) -> None:
+        """SELECT on the key and the columns, UPDATE on the columns (table or column grants),
+        TEMPORARY on the database: without them the run would fail at its first write,
+        after the scan, and a dry run would have said it could run."""
+        ref = target.ref
+        rows = conn.execute(sa.text(
+            "SELECT c.name, has_column_privilege(CAST(:t AS regclass), c.name, 'SELECT'), "
+            "has_column_privilege(CAST(:t AS regclass), c.name, 'UPDATE') "
+            "FROM unnest(CAST(:cols AS text[])) WITH ORDINALITY AS c(name, n) ORDER BY c.n"
+        ), {"t": quote_table(ref), "cols": list(dict.fromkeys((*target.key, *target.columns)))}).all()
+        user, temp = conn.execute(sa.text(
+            "SELECT current_user, has_database_privilege(current_database(), 'TEMPORARY')"
+        )).one()
+        no_select = [name for name, can_select, _ in rows if not can_select]
+        no_update = [name for name, _, can_update in rows if not can_update and name in target.columns]
+        missing, grants = [], []
+        role = quote_ident(user)
+        if no_select:
+            missing.append(f"SELECT on {', '.join(no_select)}")
+            grants.append(f"GRANT SELECT ({', '.join(map(quote_ident, no_select))}) ON {quote_table(ref)} TO {role}")
+        if no_update:
+            missing.append(f"UPDATE on {', '.join(no_update)}")
+            grants.append(f"GRANT UPDATE ({', '.join(map(quote_ident, no_update))}) ON {quote_table(ref)} TO {role}")
+        if not temp:
+            missing.append(f"TEMPORARY on database {ref.database} (for the run's staging table)")
+            grants.append(f"GRANT TEMPORARY ON DATABASE {quote_ident(ref.database)} TO {role}")
+        if missing:
+            raise InsufficientPrivilegeError(
+                f"dataset {ref.dataset_urn}: user {user!r} lacks {'; '.join(missing)} of {ref.name}; "
+                f"a run needs them (a dry run checks them too). Run as the table's owner: {'; '.join(grants)}"
             )
 
     def fence(self, subquery: sa.Select[Any]) -> sa.Select[Any]:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from datahub_tokenize_action import (
     ConfigError,
     DatabaseMismatchError,
+    InsufficientPrivilegeError,
     LockTimeoutError,
     NoKeyError,
     TokenizeRequest,
@@ -36,7 +37,7 @@ from datahub_tokenize_action._routing import route
 from datahub_tokenize_action._runner import run_request
 from datahub_tokenize_action._warehouse import Batch
 
-from .harness import HMAC_KEY, install_tokenizer
+from .harness import HMAC_KEY, PostgresHarness, install_tokenizer
 from .test_warehouse_contract import WarehouseContract
 
 pytestmark = pytest.mark.postgres
@@ -623,6 +624,61 @@ def _as_role(pg, role: str, grants: str) -> dict:
     url = sa.make_url(pg.server_url).set(username=role, password=password)
     return parse_config({"connections": [{"platform": "postgres", "url": url.render_as_string(hide_password=False)}],
                          "tokenizer": {"type": "hmac", "key": HMAC_KEY}})
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_user_without_update_is_refused_up_front_with_the_grant_that_fixes_it(pg, dry_run):
+    table = pg.create_table([("id", "int"), ("email", "text"), ("phone", "text")],
+                            [(i, f"u{i}@x.com", f"+1-555-{i:04d}") for i in range(1, 11)])
+    role = f"tokenize_{table}"
+    config = _as_role(pg, role, f"GRANT SELECT ON {table} TO {{role}}; GRANT UPDATE (phone) ON {table} TO {{role}}")
+    before = pg.checksum(table)
+    with pytest.raises(InsufficientPrivilegeError, match=f"user '{role}' lacks UPDATE on email of ") as err:
+        run_request(config, TokenizeRequest(pg.urn(table), ("email", "phone")), dry_run=dry_run)
+    assert err.value.permanent
+    assert pg.checksum(table) == before
+    # The statement the message gives is the one that lets the run through.
+    grant = re.search(r"GRANT UPDATE .*", str(err.value))[0]
+    assert grant == f'GRANT UPDATE ("email") ON "public"."{table}" TO "{role}"'
+    pg.execute(grant)
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email", "phone"))).rows_updated == 10
+
+
+def test_column_grants_are_enough_and_a_missing_select_is_named(pg):
+    table = pg.create_table([("id", "int"), ("email", "text"), ("salary", "int")],
+                            [(i, f"u{i}@x.com", 1000 * i) for i in range(1, 6)])
+    role = f"tokenize_{table}"
+    config = _as_role(pg, role, f"GRANT SELECT (email), UPDATE (email) ON {table} TO {{role}}")
+    with pytest.raises(InsufficientPrivilegeError, match=r'lacks SELECT on id of .*GRANT SELECT \("id"\) ON'):
+        run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    pg.execute(f"GRANT SELECT (id) ON {table} TO {role}")  # still nothing on salary
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 5
+
+
+def test_a_database_without_temporary_for_the_user_is_refused_up_front(pg):
+    # PUBLIC has TEMPORARY on a new database; a hardened one may not, and the staging table needs it.
+    database = f"notemp_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(pg.server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f"CREATE DATABASE {database}"))
+    other = PostgresHarness(pg.server_url, database)
+    try:
+        table = other.create_table([("id", "int"), ("email", "text")], _emails(3))
+        other.execute(f"REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC")
+        role = f"tokenize_{table}"
+        config = _as_role(other, role, f"GRANT SELECT, UPDATE ON {table} TO {{role}}")
+        with pytest.raises(InsufficientPrivilegeError, match=f"lacks TEMPORARY on database {database} .*"
+                           f'GRANT TEMPORARY ON DATABASE "{database}" TO "{role}"'):
+            run_request(config, TokenizeRequest(other.urn(table), ("email",)), dry_run=True)
+        other.execute(f"GRANT TEMPORARY ON DATABASE {database} TO {role}")
+        assert run_request(config, TokenizeRequest(other.urn(table), ("email",))).rows_updated == 3
+        other.execute(f"DROP OWNED BY {role}")
+        other.execute(f"DROP ROLE {role}")
+    finally:
+        other.close()
+        with admin.connect() as c:
+            c.execute(sa.text(f"DROP DATABASE {database} WITH (FORCE)"))
+        admin.dispose()
 
 
 @pytest.mark.parametrize("dry_run", [False, True])

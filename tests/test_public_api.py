@@ -4,7 +4,7 @@ import datahub_tokenize_action
 
 EXPECTED = {
     "ColumnNotFoundError", "ColumnSelection", "ColumnSelectionConfig", "ConfigError", "ConnectionConfig",
-    "DataHubError", "DatabaseMismatchError", "HmacTokenizer", "InvalidDatasetError", "InvalidTargetError", "LockTimeoutError",
+    "DataHubError", "DatabaseMismatchError", "HmacTokenizer", "InsufficientPrivilegeError", "InvalidDatasetError", "InvalidTargetError", "LockTimeoutError",
     "NoColumnsError", "NoConnectionError", "NoKeyError", "NotDeltaTableError", "Outcome", "PocTokenizer",
     "RunOptions", "TableNotFoundError", "TableRef", "TokenRewrittenError", "TokenTooLongError", "TokenizeAction", "TokenizeConfig",
     "TokenizeError", "TokenizeRequest", "TokenizeResult", "Tokenizer", "TokenizerConfig", "TokenizerContractError", "TokenizerError", "UnknownTokenizerError",

@@ -129,7 +129,20 @@ class PostgresTokenizer(WarehouseTokenizer):
 
     def is_permanent(self, driver_error: BaseException) -> bool:
         code = getattr(driver_error, "pgcode", None) or ""
-        return code[:2] in self.PERMANENT_SQLSTATE_CLASSES
+        return code[:2] in self.PERMANENT_SQLSTATE_CLASSES or self._statement_timeout(driver_error)
+
+    def error_hint(self, driver_error: BaseException) -> str:
+        if self._statement_timeout(driver_error):
+            return ("the connection's statement_timeout cancelled it; a run's statements each read the "
+                    "whole table once or update up to 100,000 rows, so raise it for the role the run "
+                    "connects as (ALTER ROLE <role> SET statement_timeout = 0) and run again")
+        return ""
+
+    @staticmethod
+    def _statement_timeout(driver_error: BaseException) -> bool:
+        """A statement cancelled by ``statement_timeout`` (not by a user): it recurs on a retry
+        of the same table (``query_canceled`` also covers ``pg_cancel_backend``)."""
+        return getattr(driver_error, "pgcode", None) == "57014" and "statement timeout" in str(driver_error)
 
     #: Postgres text types, by the name of the (base) type in ``pg_type``.
     _TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "citext", "name"})

@@ -187,6 +187,7 @@ class WarehouseTokenizer(abc.ABC):
         - ``value_of(target, column)``: the column's value as read, guarded and tokenized.
         - ``key_of(target, column)``: a key column's value as read and written back.
         - ``is_permanent(driver_error)``: whether a failure mid-run is worth retrying.
+        - ``error_hint(driver_error)``: what to do about it, added to the error's message.
 
     Capability flags (class attributes):
         - ``supports_transactions``: the whole run can be one transaction.
@@ -308,6 +309,11 @@ class WarehouseTokenizer(abc.ABC):
         trigger, a missing grant) rather than pass (a lost connection, a deadlock).
         Default: False, so the pipeline retries; safe, a retry skips what is done."""
         return False
+
+    def error_hint(self, driver_error: BaseException) -> str:
+        """What the user can do about a driver error during the run, where the driver's
+        own first line does not say (``""``: nothing to add)."""
+        return ""
 
     def lock(self, conn: Connection, target: WriteTarget) -> ContextManager[None]:
         """Hold off other runs on the same table while the block runs (default: no lock)."""
@@ -618,8 +624,10 @@ class WarehouseTokenizer(abc.ABC):
                 if not isinstance(driver_error, conn.dialect.loaded_dbapi.Error):
                     raise
                 conn.rollback()
+                hint = self.error_hint(driver_error)
                 error = WarehouseWriteError(
                     f"dataset {ref.dataset_urn}: the warehouse failed during the run: {first_line(driver_error)}"
+                    + (f" ({hint})" if hint else "")
                     + ("" if self.options.commit_every_batch or not self.supports_transactions
                        else "; nothing was changed (the run's transaction was rolled back)")
                 )

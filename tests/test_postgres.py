@@ -383,6 +383,38 @@ def test_a_long_statement_still_logs_progress_every_interval(pg, caplog, monkeyp
     assert took == sorted(took) and took[-1] >= 1
 
 
+def test_a_roles_statement_timeout_fails_the_run_once_with_what_to_do(pg, monkeypatch):
+    # Roles often carry a statement_timeout; the scan before writing reads the whole table.
+    from datahub_tokenize_action._warehouse import WarehouseTokenizer
+
+    stats_query = WarehouseTokenizer._stats_query
+    monkeypatch.setattr(WarehouseTokenizer, "_stats_query",
+                        lambda self, target: stats_query(self, target).add_columns(sa.func.pg_sleep(1)))
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
+    role = f"tokenize_{table}"
+    config = _as_role(pg, role, f"GRANT SELECT, UPDATE ON {table} TO {{role}}; "
+                                f"ALTER ROLE {{role}} SET statement_timeout = '300ms'")
+    before = pg.checksum(table)
+    with pytest.raises(WarehouseWriteError, match="canceling statement due to statement timeout.*"
+                       r"raise it .*\(ALTER ROLE <role> SET statement_timeout = 0\)") as err:
+        run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    assert err.value.permanent, "the same table times out again: not worth retrying"
+    assert pg.checksum(table) == before
+    pg.execute(f"ALTER ROLE {role} SET statement_timeout = 0")
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 5
+
+
+def test_a_statement_cancelled_by_an_administrator_is_retried():
+    class QueryCanceled(Exception):
+        pgcode = "57014"
+
+    config = parse_config({"connections": [{"platform": "postgres", "url": "postgresql+psycopg2://u@h"}],
+                           "tokenizer": {"type": "poc"}})
+    wh = PostgresTokenizer(config.connections[0], config.build_tokenizer())
+    error = QueryCanceled("canceling statement due to user request")
+    assert (wh.is_permanent(error), wh.error_hint(error)) == (False, "")
+
+
 def test_char_columns_tokenize_without_their_padding_and_a_second_run_changes_nothing(pg):
     # char(n) pads with spaces: tokens must be those of the unpadded value (as in a text column),
     # and a token read back padded must still be recognised as one.

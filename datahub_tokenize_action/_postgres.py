@@ -236,20 +236,18 @@ class PostgresTokenizer(WarehouseTokenizer):
         no_select = [name for name, can_select, _ in rows if not can_select]
         no_update = [name for name, _, can_update in rows if not can_update and name in target.columns]
         missing, grants = [], []
-        role = quote_ident(user)
-        if no_select:
-            missing.append(f"SELECT on {', '.join(no_select)}")
-            grants.append(f"GRANT SELECT ({', '.join(map(quote_ident, no_select))}) ON {quote_table(ref)} TO {role}")
-        if no_update:
-            missing.append(f"UPDATE on {', '.join(no_update)}")
-            grants.append(f"GRANT UPDATE ({', '.join(map(quote_ident, no_update))}) ON {quote_table(ref)} TO {role}")
+        role, table = quote_ident(user), quote_table(ref)
+        for privilege, names in (("SELECT", no_select), ("UPDATE", no_update)):
+            if names:
+                missing.append(f"{privilege} on {', '.join(names)} of {ref.name}")
+                grants.append(f"GRANT {privilege} ({', '.join(map(quote_ident, names))}) ON {table} TO {role}")
         if not temp:
             missing.append(f"TEMPORARY on database {ref.database} (for the run's staging table)")
             grants.append(f"GRANT TEMPORARY ON DATABASE {quote_ident(ref.database)} TO {role}")
         if missing:
             raise InsufficientPrivilegeError(
-                f"dataset {ref.dataset_urn}: user {user!r} lacks {'; '.join(missing)} of {ref.name}; "
-                f"a run needs them (a dry run checks them too). Run as the table's owner: {'; '.join(grants)}"
+                f"dataset {ref.dataset_urn}: user {user!r} lacks {'; '.join(missing)}, which a run needs "
+                f"(a dry run checks them too); have an owner or a superuser run: {'; '.join(grants)}"
             )
 
     def fence(self, subquery: sa.Select[Any]) -> sa.Select[Any]:

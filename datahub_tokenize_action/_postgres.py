@@ -265,8 +265,15 @@ class PostgresTokenizer(WarehouseTokenizer):
         # infinity become NaN or a finite date, and those rows would silently be missed).
         return sa.cast(target.table.c[column], sa.Text)
 
+    def value_of(self, target: WriteTarget, column: str) -> sa.ColumnElement[Any]:
+        # As text, whatever the type: char(n) without its padding (see the base class), and
+        # citext without its case-insensitive operators (its ~ would take an upper-cased
+        # token-like plaintext for a token).
+        return sa.cast(target.table.c[column], sa.Text)
+
     def regex_match(self, column: sa.ColumnElement[Any], regex: str) -> sa.ColumnElement[bool]:
-        return column.regexp_match(regex)
+        # In the "C" collation: a nondeterministic (case-insensitive ICU) one refuses regexes.
+        return column.collate("C").regexp_match(regex)
 
     def keyset_after(self, target: WriteTarget, last_key: tuple[Any, ...]) -> sa.ColumnElement[bool]:
         # Row-value comparison lets Postgres use the key's index for composite keys too.
@@ -402,8 +409,11 @@ class PostgresTokenizer(WarehouseTokenizer):
         rewrites tokens, or (in a run of several columns) another writer changed one of
         them since it was read, which the compare-and-set then kept."""
         t = target.table
+        # As text in the "C" collation: citext or a case-insensitive collation would find
+        # lower(token) equal to the token.
         rewritten = sa.or_(*(
-            sa.and_(stage.c[f"t{i}"].is_not(None), t.c[c].is_distinct_from(stage.c[f"t{i}"]))
+            sa.and_(stage.c[f"t{i}"].is_not(None),
+                    sa.cast(t.c[c], sa.Text).collate("C").is_distinct_from(stage.c[f"t{i}"]))
             for i, c in enumerate(target.columns)
         ))
         applied = cls._update_from(target, stage).returning(rewritten.label("rewritten")).cte("applied")

@@ -815,10 +815,18 @@ def _before_update_trigger(pg, table: str, body: str) -> None:
 
 
 @pytest.mark.parametrize("commit_every_batch", [False, True])
-def test_a_trigger_that_rewrites_tokens_fails_the_run_instead_of_storing_wrong_tokens(pg, commit_every_batch):
+@pytest.mark.parametrize("email_type", ["text", "citext", "case-insensitive collation"])
+def test_a_trigger_that_rewrites_tokens_fails_the_run_instead_of_storing_wrong_tokens(pg, commit_every_batch, email_type):
     # An email normalizer (lower()) would store lower(token): still token-shaped, so the next
-    # run would skip it, and joins on the tokens would silently break.
-    table = pg.create_table([("id", "int"), ("email", "text")], _emails(30))
+    # run would skip it, and joins on the tokens would silently break. Where the column's own
+    # comparison ignores case, lower(token) would compare equal to the token.
+    if email_type == "citext":
+        pg.execute("CREATE EXTENSION IF NOT EXISTS citext")
+    elif email_type != "text":
+        collation = f"ci_{uuid.uuid4().hex[:8]}"
+        pg.execute(f"CREATE COLLATION {collation} (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+        email_type = f'text COLLATE "{collation}"'
+    table = pg.create_table([("id", "int"), ("email", email_type)], _emails(30))
     _before_update_trigger(pg, table, "NEW.email = lower(NEW.email);")
     before = pg.checksum(table)
     with pytest.raises(TokenRewrittenError, match="did not keep the token written to email: a trigger") as e:
@@ -855,3 +863,29 @@ def test_the_run_outlasts_a_roles_idle_in_transaction_timeout(pg, monkeypatch):
     monkeypatch.setattr(WarehouseTokenizer, "_fetch", staticmethod(slow_fetch))
     config.run.batch_size = 10
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 30
+
+
+def test_citext_columns_are_tokenized_and_their_guard_reads_case_as_python_does(pg):
+    pg.execute("CREATE EXTENSION IF NOT EXISTS citext")  # postgresql-contrib, as .ci/run installs it
+    config = pg.config()
+    tok = config.build_tokenizer()
+    # Plaintext shaped like a token but for its case: citext's ~ ignores case, Python's regex does not.
+    shouting = tok.tokenize("x@x.com").upper()
+    rows = [(1, "Alice@Example.COM"), (2, "bob@example.com"), (3, shouting), (4, None)]
+    table = pg.create_table([("id", "int"), ("email", "citext")], rows)
+    result = run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    assert result.rows_updated == 3
+    assert pg.execute(f"SELECT email::text FROM {table} ORDER BY id") == [
+        (tok.tokenize("Alice@Example.COM"),), (tok.tokenize("bob@example.com"),), (tok.tokenize(shouting),), (None,)]
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 0
+
+
+def test_a_column_with_a_case_insensitive_collation_is_tokenized(pg):
+    name = f"ci_{uuid.uuid4().hex[:8]}"
+    pg.execute(f"CREATE COLLATION {name} (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+    table = pg.create_table([("id", "int"), ("email", f'text COLLATE "{name}"')], [(1, "Alice@Example.COM"), (2, "b@x.com")])
+    config = pg.config()
+    tok = config.build_tokenizer()
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 2
+    assert [v for _, v in pg.rows(table)] == [tok.tokenize("Alice@Example.COM"), tok.tokenize("b@x.com")]
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 0

@@ -38,9 +38,11 @@ def _postgres():
 def test_postgres_guard_skips_empty_strings_and_tokens_by_regex_and_length():
     wt, ref = _postgres()
     target = _target(wt, ref)
-    assert _sql(wt.holds_plaintext(target.table.c.email), postgresql.dialect()) == (
-        "public.customers.email != '' AND NOT (char_length(public.customers.email) BETWEEN 49 AND 64 "
-        "AND public.customers.email ~ '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$')"
+    # As text (citext's own ~ ignores case) in the "C" collation (a case-insensitive one refuses regexes).
+    assert _sql(wt.holds_plaintext(wt.value_of(target, "email")), postgresql.dialect()) == (
+        "CAST(public.customers.email AS TEXT) != '' AND NOT (char_length(CAST(public.customers.email AS TEXT)) "
+        "BETWEEN 49 AND 64 AND (CAST(public.customers.email AS TEXT) COLLATE \"C\") ~ "
+        "'^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$')"
     )
 
 
@@ -339,5 +341,5 @@ def test_a_char_column_is_read_and_guarded_without_its_padding_on_postgres():
                          description=desc)
     assert _sql(wt.holds_plaintext(wt.value_of(target, "code")), postgresql.dialect()) == (
         "CAST(public.customers.code AS TEXT) != '' AND NOT (char_length(CAST(public.customers.code AS TEXT)) "
-        "BETWEEN 49 AND 64 AND CAST(public.customers.code AS TEXT) ~ '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$')"
+        "BETWEEN 49 AND 64 AND (CAST(public.customers.code AS TEXT) COLLATE \"C\") ~ '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$')"
     )

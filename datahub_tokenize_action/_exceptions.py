@@ -175,8 +175,9 @@ class WarehouseWriteError(TokenizeError):
 
 
 class TokenRewrittenError(WarehouseWriteError):
-    """Values written as tokens read back as something else: a trigger (or rule) on the
-    table rewrites them. A retry would do the same."""
+    """Tokens written were not stored: a trigger on the table rewrites them (values read
+    back as something else) or skips the update (rows still hold their plaintext). A retry
+    would do the same."""
 
     permanent = True
 

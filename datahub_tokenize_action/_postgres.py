@@ -335,7 +335,8 @@ class PostgresTokenizer(WarehouseTokenizer):
         key_stage_cols = stage_cols[:len(target.key)]
         execute(f"ALTER TABLE {stage_name} " + ", ".join(f"ALTER COLUMN {k} SET STATISTICS 10" for k in key_stage_cols))
         analyze_sql = f"ANALYZE {stage_name} ({', '.join(key_stage_cols)})"
-        update = self._checked(target, sa.table(stage_name, *(sa.column(c) for c in stage_cols)))
+        stage = sa.table(stage_name, *(sa.column(c) for c in stage_cols))
+        update, skipped_query = self._checked(target, stage), self._skipped(target, stage)
         copy_sql = f"COPY {stage_name} ({', '.join(stage_cols)}) FROM STDIN"
         apply_every = 1 if self.options.commit_every_batch else self.APPLY_EVERY_ROWS
         applied_once = False
@@ -344,6 +345,12 @@ class PostgresTokenizer(WarehouseTokenizer):
         # key of the first batch and the last key of the last one bound every staged row.
         low: tuple[Any, ...] = ()
         high: tuple[Any, ...] = ()
+
+        what_to_do = (
+            ("This batch was rolled back (batches committed before it were checked the same way); "
+             if self.options.commit_every_batch else "Nothing was changed (rolled back); ")
+            + "disable the trigger for the run (ALTER TABLE ... DISABLE TRIGGER name) and run again"
+        )
 
         def apply() -> None:
             nonlocal staged, applied_once
@@ -355,16 +362,25 @@ class PostgresTokenizer(WarehouseTokenizer):
             # 12 ms per 100,000 rows, where a full ANALYZE cost 1-1.7 s per million rows on
             # the writer, the run's critical path.
             execute(analyze_sql)
-            rewritten = conn.execute(update, {**_bounds("lo", low), **_bounds("hi", high)}).scalar_one()
+            bounds = {**_bounds("lo", low), **_bounds("hi", high)}
+            updated, rewritten = conn.execute(update, bounds).one()
+            # Fewer rows than staged: another writer changed some since they were read (left
+            # as it wrote them), or a trigger skipped them; only then is it worth a look.
+            skipped = conn.execute(skipped_query, bounds).scalar_one() if updated < staged else 0
+            if skipped:
+                raise TokenRewrittenError(
+                    f"dataset {target.ref.dataset_urn}: {skipped:,} row(s) of {target.ref.name} were not "
+                    f"updated though they still hold the plaintext read from {', '.join(target.columns)}: a "
+                    "BEFORE UPDATE trigger returning NULL skips them, and the run would report them as "
+                    "tokenized. " + what_to_do
+                )
             if rewritten:
                 raise TokenRewrittenError(
                     f"dataset {target.ref.dataset_urn}: {rewritten:,} row(s) of {target.ref.name} did not "
                     f"keep the token written to {', '.join(target.columns)}: a trigger or rule on the table "
                     "rewrites the value (e.g. lower() on an email), which would leave wrong tokens that "
                     "the next run skips as done (or, rarely, another writer changed the row meanwhile). "
-                    + ("This batch was rolled back (batches committed before it were checked the same way); "
-                       if self.options.commit_every_batch else "Nothing was changed (rolled back); ")
-                    + "disable the trigger for the run (ALTER TABLE ... DISABLE TRIGGER name) and run again"
+                    + what_to_do
                 )
             execute(f"TRUNCATE {stage_name}")
             staged = 0
@@ -404,10 +420,11 @@ class PostgresTokenizer(WarehouseTokenizer):
 
     @classmethod
     def _checked(cls, target: WriteTarget, stage: sa.TableClause) -> sa.Select[Any]:
-        """The apply ``UPDATE`` in a CTE, and the count of rows whose stored value is not the
-        token written (``RETURNING`` shows the row after BEFORE triggers): 0 unless a trigger
-        rewrites tokens, or (in a run of several columns) another writer changed one of
-        them since it was read, which the compare-and-set then kept."""
+        """The apply ``UPDATE`` in a CTE; the rows it updated, and of those the rows whose
+        stored value is not the token written (``RETURNING`` shows the row after BEFORE
+        triggers): 0 unless a trigger rewrites tokens, or (in a run of several columns)
+        another writer changed one of them since it was read, which the compare-and-set
+        then kept."""
         t = target.table
         # As text in the "C" collation: citext or a case-insensitive collation would find
         # lower(token) equal to the token.
@@ -417,27 +434,41 @@ class PostgresTokenizer(WarehouseTokenizer):
             for i, c in enumerate(target.columns)
         ))
         applied = cls._update_from(target, stage).returning(rewritten.label("rewritten")).cte("applied")
-        return sa.select(sa.func.count()).select_from(applied).where(applied.c.rewritten)
+        return sa.select(sa.func.count(), sa.func.count().filter(applied.c.rewritten)).select_from(applied)
 
     @staticmethod
-    def _update_from(target: WriteTarget, stage: sa.TableClause) -> sa.Update:
-        """``UPDATE t SET c = CASE <still the plaintext read> THEN token ELSE c END FROM stage``,
-        joined on the key and bounded by the staged key range (parameters ``lo_i``/``hi_i``).
-        The bound only narrows the scan: every staged row lies inside it."""
+    def _matching(target: WriteTarget, stage: sa.TableClause) -> tuple[list[sa.ColumnElement[bool]], list[sa.ColumnElement[bool]]]:
+        """Per column, "the row still holds the plaintext read, and it has a token"; and the
+        join of the table to the stage on the key, bounded by the staged key range
+        (parameters ``lo_i``/``hi_i``; the bound only narrows the scan: every staged row
+        lies inside it)."""
         t = target.table
-        values = {}
-        changed = []
-        for i, c in enumerate(target.columns):
-            still_plain = sa.and_(stage.c[f"t{i}"].is_not(None), t.c[c] == stage.c[f"p{i}"])
-            values[c] = sa.case((still_plain, stage.c[f"t{i}"]), else_=t.c[c])
-            changed.append(still_plain)
+        still_plain = [sa.and_(stage.c[f"t{i}"].is_not(None), t.c[c] == stage.c[f"p{i}"])
+                       for i, c in enumerate(target.columns)]
         key_cols = [t.c[k] for k in target.key]
-        key_match = [col == stage.c[f"k{i}"] for i, col in enumerate(key_cols)]
         in_range = sa.tuple_(*key_cols).between(
             sa.tuple_(*(sa.bindparam(f"lo_{i}", type_=col.type) for i, col in enumerate(key_cols))),
             sa.tuple_(*(sa.bindparam(f"hi_{i}", type_=col.type) for i, col in enumerate(key_cols))),
         )
-        return sa.update(t).values(values).where(*key_match, in_range, sa.or_(*changed))
+        return still_plain, [*(col == stage.c[f"k{i}"] for i, col in enumerate(key_cols)), in_range]
+
+    @classmethod
+    def _update_from(cls, target: WriteTarget, stage: sa.TableClause) -> sa.Update:
+        """``UPDATE t SET c = CASE <still the plaintext read> THEN token ELSE c END FROM stage``,
+        joined on the key within the staged key range."""
+        t = target.table
+        still_plain, join = cls._matching(target, stage)
+        values = {c: sa.case((plain, stage.c[f"t{i}"]), else_=t.c[c])
+                  for i, (c, plain) in enumerate(zip(target.columns, still_plain))}
+        return sa.update(t).values(values).where(*join, sa.or_(*still_plain))
+
+    @classmethod
+    def _skipped(cls, target: WriteTarget, stage: sa.TableClause) -> sa.Select[Any]:
+        """After an apply: staged rows that still hold a plaintext they were read with. The
+        apply updated every such row, unless something skipped it (a BEFORE UPDATE trigger
+        returning NULL); rows another writer changed meanwhile no longer hold it."""
+        still_plain, join = cls._matching(target, stage)
+        return sa.select(sa.func.count()).select_from(target.table).where(*join, sa.or_(*still_plain))
 
 
 def _bounds(prefix: str, key: tuple[Any, ...]) -> dict[str, Any]:

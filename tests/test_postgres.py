@@ -835,6 +835,39 @@ def test_a_trigger_that_rewrites_tokens_fails_the_run_instead_of_storing_wrong_t
     assert pg.checksum(table) == before  # the first batch failed: nothing was committed
 
 
+@pytest.mark.parametrize("commit_every_batch", [False, True])
+@pytest.mark.parametrize("where", ["table", "one partition"])
+def test_a_trigger_that_skips_rows_fails_the_run_instead_of_reporting_them_tokenized(pg, commit_every_batch, where):
+    # A BEFORE UPDATE trigger returning NULL skips the row: RETURNING never sees it.
+    if where == "table":
+        table = pg.create_table([("id", "int"), ("email", "text")], _emails(30))
+        on = table
+    else:
+        table = f"t_{uuid.uuid4().hex[:10]}"
+        pg.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, email text) PARTITION BY RANGE (id)")
+        pg.execute(f"CREATE TABLE {table}_a PARTITION OF {table} FOR VALUES FROM (1) TO (16)")
+        pg.execute(f"CREATE TABLE {table}_b PARTITION OF {table} FOR VALUES FROM (16) TO (100)")
+        pg.execute(f"INSERT INTO {table} SELECT i, 'user' || i || '@example.com' FROM generate_series(1, 30) i")
+        on = f"{table}_b"
+    pg.execute(f"CREATE FUNCTION {on}_skip() RETURNS trigger LANGUAGE plpgsql AS "
+               "$$ BEGIN IF NEW.id % 2 = 1 THEN RETURN NULL; END IF; RETURN NEW; END $$")
+    pg.execute(f"CREATE TRIGGER skip BEFORE UPDATE ON {on} FOR EACH ROW EXECUTE FUNCTION {on}_skip()")
+    before = pg.checksum(table)
+    config = pg.config(batch_size=10, commit_every_batch=commit_every_batch)
+    with pytest.raises(TokenRewrittenError, match="were not updated though they still hold the plaintext read"
+                       ".*BEFORE UPDATE trigger returning NULL") as e:
+        run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    assert e.value.permanent
+    if not commit_every_batch or where == "table":
+        assert pg.checksum(table) == before  # the first failing batch is the first one written to it
+    else:  # the first batch (rows 1-10) only met the partition without the trigger: committed, and right
+        tok = config.build_tokenizer()
+        assert pg.rows(table) == [(i, tok.tokenize(e)) for i, e in _emails(10)] + _emails(30)[10:]
+    pg.execute(f"DROP TRIGGER skip ON {on}")
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == (
+        20 if commit_every_batch and where != "table" else 30)
+
+
 def test_a_trigger_that_leaves_the_tokenized_columns_alone_is_fine(pg):
     table = pg.create_table([("id", "int"), ("email", "text"), ("phone", "text"), ("touched", "int")],
                             [(i, f"u{i}@x.com", None if i % 2 else f"+1-{i}", 0) for i in range(1, 21)])

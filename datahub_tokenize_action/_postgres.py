@@ -19,6 +19,7 @@ from ._exceptions import (
     InsufficientPrivilegeError,
     LockTimeoutError,
     TokenRewrittenError,
+    UnsupportedColumnTypeError,
     UnsupportedTableError,
 )
 from ._routing import TableRef
@@ -123,9 +124,10 @@ class PostgresTokenizer(WarehouseTokenizer):
         return {"connect_args": {"application_name": "datahub-tokenize", "connect_timeout": 10,
                                  "options": "-c idle_in_transaction_session_timeout=0"}}
 
-    #: SQLSTATE classes that a retry meets again: data exception, integrity constraint,
-    #: syntax error or access rule (grants), WITH CHECK OPTION, SQL routine, PL/pgSQL RAISE.
-    PERMANENT_SQLSTATE_CLASSES = frozenset({"22", "23", "42", "44", "2F", "P0"})
+    #: SQLSTATE classes that a retry meets again: feature not supported, data exception,
+    #: integrity constraint, syntax error or access rule (grants), WITH CHECK OPTION, SQL
+    #: routine, PL/pgSQL RAISE.
+    PERMANENT_SQLSTATE_CLASSES = frozenset({"0A", "22", "23", "42", "44", "2F", "P0"})
 
     def is_permanent(self, driver_error: BaseException) -> bool:
         code = getattr(driver_error, "pgcode", None) or ""
@@ -150,12 +152,18 @@ class PostgresTokenizer(WarehouseTokenizer):
     def describe(self, conn: Connection, ref: TableRef) -> TableDescription:
         """SQLAlchemy's reflection, corrected from the catalog where it misreads a type:
         ``name`` (text cut to 63 bytes without an error), ``"char"`` (one byte), a domain
-        over a text type, ``char`` without a length; and each type by its Postgres name."""
+        over a text type, ``char`` without a length; and each type by its Postgres name.
+
+        Raises:
+            TableNotFoundError: no such table.
+            UnsupportedTableError: a view, a materialized view, a table with UPDATE rules.
+        """
         with warnings.catch_warnings():
             # SQLAlchemy warns for types it cannot map (``bpchar`` for char without a length);
             # they are read from the catalog below, so the warning would only mislead.
             warnings.filterwarnings("ignore", "Did not recognize type", sa.exc.SAWarning)
             desc = super().describe(conn, ref)
+        self._check_relation(conn, ref)
         rows = conn.execute(sa.text(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod), coalesce(b.typname, t.typname), "
             "CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END "
@@ -184,26 +192,30 @@ class PostgresTokenizer(WarehouseTokenizer):
     def check_table(self, conn: Connection, target: WriteTarget) -> None:
         """Refuse tables whose rows the loop would miss or write beyond: row-level security
         hiding rows from this user, inheritance children (their rows are read and updated
-        through the parent, and their keys may repeat the parent's), materialized views;
-        and users without the grants a run needs (in a dry run too, so that a dry run that
-        succeeds says the run can write).
+        through the parent, and their keys may repeat the parent's); generated columns; and
+        users without the grants a run needs (in a dry run too, so that a dry run that
+        succeeds says the run can write). Views and rules are refused by ``describe``.
 
         Raises:
             UnsupportedTableError: with what to do instead.
+            UnsupportedColumnTypeError: a generated column.
             InsufficientPrivilegeError: with the GRANT statements to run.
         """
         ref = target.ref
         self._check_privileges(conn, target)
-        relkind, hidden, children = conn.execute(sa.text(
+        relkind, hidden, children, generated = conn.execute(sa.text(
             "SELECT c.relkind, row_security_active(c.oid), "
             "(SELECT string_agg(i.inhrelid::regclass::text, ', ' ORDER BY i.inhrelid::regclass::text) "
-            " FROM pg_inherits i WHERE i.inhparent = c.oid) "
+            " FROM pg_inherits i WHERE i.inhparent = c.oid), "
+            "(SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) FROM pg_attribute a "
+            " WHERE a.attrelid = c.oid AND a.attname = ANY(CAST(:cols AS text[])) AND a.attgenerated <> '') "
             "FROM pg_class c WHERE c.oid = CAST(:t AS regclass)"
-        ), {"t": quote_table(ref)}).one()
-        if relkind == "m":
-            raise UnsupportedTableError(
-                f"dataset {ref.dataset_urn}: {ref.name} is a materialized view, which cannot be updated; "
-                "tokenize the tables it is built from, then refresh it"
+        ), {"t": quote_table(ref), "cols": list(target.columns)}).one()
+        if generated:
+            raise UnsupportedColumnTypeError(
+                f"dataset {ref.dataset_urn}: column(s) {generated} of {ref.name} are generated (GENERATED "
+                "ALWAYS AS ... STORED) and cannot be written; tokenize the columns they are computed "
+                "from, and they follow"
             )
         if hidden:
             user = conn.execute(sa.text("SELECT current_user")).scalar_one()
@@ -218,6 +230,36 @@ class PostgresTokenizer(WarehouseTokenizer):
                 "reads and updates their rows through it, and their keys may repeat its own, so rows "
                 "would be skipped. Tokenize each child as its own dataset and the parent once it has "
                 "no children, or move to declarative partitioning (partitioned tables are supported)"
+            )
+
+    def _check_relation(self, conn: Connection, ref: TableRef) -> None:
+        """Refuse views (a run would change only the rows they show, through whatever they do
+        on update), materialized views, and tables whose rules rewrite an UPDATE.
+
+        Raises:
+            UnsupportedTableError: with what to do instead.
+        """
+        relkind, rules = conn.execute(sa.text(
+            "SELECT c.relkind, (SELECT string_agg(r.rulename, ', ' ORDER BY r.rulename) FROM pg_rewrite r "
+            " WHERE r.ev_class = c.oid AND r.ev_type = '2' AND r.ev_enabled IN ('O', 'A')) "
+            "FROM pg_class c WHERE c.oid = CAST(:t AS regclass)"
+        ), {"t": quote_table(ref)}).one()
+        if relkind == "m":
+            raise UnsupportedTableError(
+                f"dataset {ref.dataset_urn}: {ref.name} is a materialized view, which cannot be updated; "
+                "tokenize the tables it is built from, then refresh it"
+            )
+        if relkind == "v":
+            raise UnsupportedTableError(
+                f"dataset {ref.dataset_urn}: {ref.name} is a view; a run through it would change only the "
+                "rows it shows, through whatever it does on UPDATE. Tokenize the tables it reads from "
+                "(the view then shows their tokens)"
+            )
+        if rules:
+            raise UnsupportedTableError(
+                f"dataset {ref.dataset_urn}: {ref.name} has rules on UPDATE ({rules}), which replace the "
+                "run's UPDATE (DO INSTEAD) or add statements to it (DO ALSO: an audit copy would keep "
+                "the plaintext); disable them for the run (ALTER TABLE ... DISABLE RULE name) and run again"
             )
 
     def _check_privileges(self, conn: Connection, target: WriteTarget) -> None:

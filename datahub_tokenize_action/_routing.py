@@ -72,7 +72,8 @@ def route(dataset_urn: str, connections: Sequence[ConnectionConfig]) -> tuple[Co
             f"dataset {dataset_urn}: the {platform} connections (platform_instance: {instances}) "
             f"do not serve the name {urn.name!r}; expected <database>.<schema>.<table>, prefixed "
             "by the platform instance where one is set. Add a connection with the matching "
-            "`platform_instance` to the config."
+            "`platform_instance` to the config (a database, schema or table whose name contains "
+            "'.' cannot be told from that prefix, and is not supported)."
         )
     raise NoConnectionError(
         f"dataset {dataset_urn}: no connection for platform {platform!r}; add one under "

@@ -92,7 +92,8 @@ def test_commit_every_batch_keeps_finished_batches_and_a_second_run_completes_th
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(100))
     _fail_on_row(pg, table, 25)
     config = pg.config(batch_size=10, commit_every_batch=True)
-    with pytest.raises(WarehouseWriteError):
+    with pytest.raises(WarehouseWriteError, match="injected failure at row 25; batches written before the failure "
+                       "stay tokenized: once the cause is fixed, run again"):
         run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
     tok = config.build_tokenizer()
     rows = pg.rows(table)
@@ -922,3 +923,38 @@ def test_a_column_with_a_case_insensitive_collation_is_tokenized(pg):
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 2
     assert [v for _, v in pg.rows(table)] == [tok.tokenize("Alice@Example.COM"), tok.tokenize("b@x.com")]
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 0
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_views_and_update_rules_are_refused_before_anything_runs(pg, dry_run):
+    table = pg.create_table([("id", "int"), ("email", "text"), ("active", "boolean")],
+                            [(i, f"u{i}@x.com", i % 2 == 0) for i in range(1, 11)])
+    view = f"{table}_active"
+    # Updatable, and keyed: it would run, and tokenize only the rows it shows.
+    pg.execute(f"CREATE VIEW {view} AS SELECT id, email FROM {table} WHERE active")
+    audit = pg.create_table([("id", "int"), ("old", "text")], [], key=None)
+    pg.execute(f"CREATE RULE keep_old AS ON UPDATE TO {table} DO ALSO INSERT INTO {audit} VALUES (OLD.id, OLD.email)")
+    config = pg.config(key_columns={f"public.{view}": ["id"]})
+    before = pg.checksum(table)
+    with pytest.raises(UnsupportedTableError, match=f"{view} is a view; .*Tokenize the tables it reads from"):
+        run_request(config, TokenizeRequest(pg.urn(view), ("email",)), dry_run=dry_run)
+    with pytest.raises(UnsupportedTableError, match=r"has rules on UPDATE \(keep_old\).*DISABLE RULE"):
+        run_request(config, TokenizeRequest(pg.urn(table), ("email",)), dry_run=dry_run)
+    assert pg.checksum(table) == before and pg.rows(audit, order_by="id") == []
+    pg.execute(f"ALTER TABLE {table} DISABLE RULE keep_old")
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",)), dry_run=dry_run).rows_updated == 10
+
+
+def test_a_generated_column_is_refused_and_follows_the_column_it_is_computed_from(pg):
+    table = pg.create_table([("id", "int"), ("email", "text"),
+                             ("email_lc", "text GENERATED ALWAYS AS (lower(email)) STORED")],
+                            [], key=("id",))
+    pg.execute(f"INSERT INTO {table} (id, email) SELECT i, 'User' || i || '@X.com' FROM generate_series(1, 5) i")
+    config = pg.config()
+    before = pg.checksum(table)
+    with pytest.raises(UnsupportedColumnTypeError, match="column\\(s\\) email_lc of .* are generated"):
+        run_request(config, TokenizeRequest(pg.urn(table), ("email", "email_lc")))
+    assert pg.checksum(table) == before
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 5
+    tok = config.build_tokenizer()
+    assert pg.rows(table)[0] == (1, tok.tokenize("User1@X.com"), tok.tokenize("User1@X.com").lower())

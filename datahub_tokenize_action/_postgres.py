@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import logging
 import uuid
 import warnings
 from typing import Any, Callable, Iterator, Sequence
@@ -26,6 +27,8 @@ from ._routing import TableRef
 from ._warehouse import Batch, BatchWriter, TableDescription, WarehouseTokenizer, WriteTarget, mask_url
 
 __all__ = ["PostgresTokenizer", "copy_column", "copy_text"]
+
+logger = logging.getLogger(__name__)
 
 _COPY_SPECIALS = ("\\", "\t", "\n", "\r")
 
@@ -383,6 +386,7 @@ class PostgresTokenizer(WarehouseTokenizer):
         apply_every = 1 if self.options.commit_every_batch else self.APPLY_EVERY_ROWS
         applied_once = False
         staged = 0
+        changed_meanwhile = 0  # staged rows another writer changed after they were read
         # The key range of the staged rows: batches arrive in key order, so the first
         # key of the first batch and the last key of the last one bound every staged row.
         low: tuple[Any, ...] = ()
@@ -395,7 +399,7 @@ class PostgresTokenizer(WarehouseTokenizer):
         )
 
         def apply() -> None:
-            nonlocal staged, applied_once
+            nonlocal staged, applied_once, changed_meanwhile
             conn.execute(sa.text("SELECT set_config('work_mem', :m, true)"), {"m": self.options.postgres_work_mem})
             # The planner needs the stage's row count: guessed from its size, wide values
             # (1 kB of text) made 20,000 staged rows look like 340,000, and a join that
@@ -409,6 +413,7 @@ class PostgresTokenizer(WarehouseTokenizer):
             # Fewer rows than staged: another writer changed some since they were read (left
             # as it wrote them), or a trigger skipped them; only then is it worth a look.
             skipped = conn.execute(skipped_query, bounds).scalar_one() if updated < staged else 0
+            changed_meanwhile += staged - updated - skipped
             if skipped:
                 raise TokenRewrittenError(
                     f"dataset {target.ref.dataset_urn}: {skipped:,} row(s) of {target.ref.name} were not "
@@ -454,6 +459,12 @@ class PostgresTokenizer(WarehouseTokenizer):
             yield write
             if staged:
                 apply()
+            if changed_meanwhile:
+                logger.warning(
+                    "%s: %d row(s) were changed by another writer after they were read, and were left as it "
+                    "wrote them (counted as updated); run again to tokenize any plaintext it wrote",
+                    target.ref.name, changed_meanwhile,
+                )
         finally:
             # After a failed statement or commit Postgres (or SQLAlchemy) refuses this too; the
             # run's error matters, and closing the connection drops the table anyway.

@@ -275,7 +275,7 @@ def test_the_scan_before_writing_classifies_each_value_once_and_may_run_in_paral
     assert (stats.total_rows, stats.rows_to_change, stats.nulls_1, stats.maxlen_0) == (2000, 2000, 2000, len("u2000@x.com"))
 
 
-def test_a_value_changed_since_it_was_read_is_left_alone(pg):
+def test_a_value_changed_since_it_was_read_is_left_alone(pg, caplog):
     table = pg.create_table([("id", "int"), ("email", "text")], [(1, "old@x.com"), (2, "b@x.com")])
     config = pg.config()
     connection, ref = route(pg.urn(table), config.connections)
@@ -290,6 +290,9 @@ def test_a_value_changed_since_it_was_read_is_left_alone(pg):
     finally:
         wt.dispose()
     assert pg.rows(table) == [(1, "new@x.com"), (2, "tok_fresh")]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{ref.name}: 1 row(s) were changed by another writer after they were read, and were left as it wrote "
+        "them (counted as updated); run again to tokenize any plaintext it wrote"]
 
 
 @pytest.mark.parametrize("url", ["postgresql+psycopg://u:pw@h:5432", "postgresql+asyncpg://u:pw@h:5432"])

@@ -134,20 +134,19 @@ class PostgresTokenizer(WarehouseTokenizer):
 
     def is_permanent(self, driver_error: BaseException) -> bool:
         code = getattr(driver_error, "pgcode", None) or ""
-        return code[:2] in self.PERMANENT_SQLSTATE_CLASSES or self._statement_timeout(driver_error)
+        return code[:2] in self.PERMANENT_SQLSTATE_CLASSES
 
     def error_hint(self, driver_error: BaseException) -> str:
-        if self._statement_timeout(driver_error):
-            return ("the connection's statement_timeout cancelled it; a run's statements each read the "
-                    "whole table once or update up to 100,000 rows, so raise it for the role the run "
-                    "connects as (ALTER ROLE <role> SET statement_timeout = 0) and run again")
+        # query_canceled is also a cancel by an administrator; only the server's message tells
+        # them apart (in English: with another lc_messages there is no hint, and it is retried).
+        if getattr(driver_error, "pgcode", None) == "57014" and "statement timeout" in str(driver_error):
+            # Transient: the statement may have waited for other sessions' row locks. On a large
+            # table it recurs: each of a run's statements reads the whole table once or applies
+            # a chunk of rows.
+            return ("the connection's statement_timeout cancelled it: if the table is large rather than "
+                    "busy, raise it for the role the run connects as (ALTER ROLE <role> SET "
+                    "statement_timeout = 0), or where else it is set (database, URL options)")
         return ""
-
-    @staticmethod
-    def _statement_timeout(driver_error: BaseException) -> bool:
-        """A statement cancelled by ``statement_timeout`` (not by a user): it recurs on a retry
-        of the same table (``query_canceled`` also covers ``pg_cancel_backend``)."""
-        return getattr(driver_error, "pgcode", None) == "57014" and "statement timeout" in str(driver_error)
 
     #: Postgres text types, by the name of the (base) type in ``pg_type``.
     _TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "citext", "name"})
@@ -158,9 +157,19 @@ class PostgresTokenizer(WarehouseTokenizer):
         over a text type, ``char`` without a length; and each type by its Postgres name.
 
         Raises:
+            InsufficientPrivilegeError: no USAGE on the schema.
             TableNotFoundError: no such table.
             UnsupportedTableError: a view, a materialized view, a table with UPDATE rules.
         """
+        usage = conn.execute(sa.text(
+            "SELECT has_schema_privilege(n.oid, 'USAGE'), current_user FROM pg_namespace n WHERE n.nspname = :s"
+        ), {"s": ref.schema}).first()
+        if usage is not None and not usage[0]:  # (a missing schema is the table-not-found error below)
+            raise InsufficientPrivilegeError(
+                f"dataset {ref.dataset_urn}: user {usage[1]!r} lacks USAGE on schema {ref.schema} of database "
+                f"{ref.database}, which a run needs (a dry run checks it too); have an owner or a superuser "
+                f"run: GRANT USAGE ON SCHEMA {quote_ident(ref.schema)} TO {quote_ident(usage[1])}"
+            )
         with warnings.catch_warnings():
             # SQLAlchemy warns for types it cannot map (``bpchar`` for char without a length);
             # they are read from the catalog below, so the warning would only mislead.
@@ -205,7 +214,6 @@ class PostgresTokenizer(WarehouseTokenizer):
             InsufficientPrivilegeError: with the GRANT statements to run.
         """
         ref = target.ref
-        self._check_privileges(conn, target)
         relkind, hidden, children, generated = conn.execute(sa.text(
             "SELECT c.relkind, row_security_active(c.oid), "
             "(SELECT string_agg(i.inhrelid::regclass::text, ', ' ORDER BY i.inhrelid::regclass::text) "
@@ -220,6 +228,7 @@ class PostgresTokenizer(WarehouseTokenizer):
                 "ALWAYS AS ... STORED) and cannot be written; tokenize the columns they are computed "
                 "from, and they follow"
             )
+        self._check_privileges(conn, target)
         if hidden:
             user = conn.execute(sa.text("SELECT current_user")).scalar_one()
             raise UnsupportedTableError(
@@ -331,7 +340,12 @@ class PostgresTokenizer(WarehouseTokenizer):
         key = int.from_bytes(digest[:8], "big", signed=True)
         timeout_ms = int(self.options.lock_timeout_s * 1000)
         try:
-            conn.execute(sa.text("SELECT set_config('lock_timeout', :t, false)"), {"t": f"{timeout_ms}ms"})
+            # Only lock_timeout bounds the wait: a role's shorter statement_timeout would cut it
+            # and report a timeout instead of the run that holds the table (restored below).
+            statement_timeout = conn.execute(sa.text(
+                "SELECT current_setting('statement_timeout'), set_config('lock_timeout', :t, false), "
+                "set_config('statement_timeout', '0', false)"
+            ), {"t": f"{timeout_ms}ms"}).scalar_one()
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
         except sa.exc.OperationalError as e:
             if getattr(e.orig, "pgcode", None) == "55P03":  # lock_not_available
@@ -342,7 +356,8 @@ class PostgresTokenizer(WarehouseTokenizer):
                     "raise `run.lock_timeout_s`"
                 ) from None
             raise
-        conn.execute(sa.text("SELECT set_config('lock_timeout', '0', false)"))
+        conn.execute(sa.text("SELECT set_config('lock_timeout', '0', false), set_config('statement_timeout', :s, false)"),
+                     {"s": statement_timeout})
         try:
             yield
         except BaseException:
@@ -382,6 +397,16 @@ class PostgresTokenizer(WarehouseTokenizer):
         analyze_sql = f"ANALYZE {stage_name} ({', '.join(key_stage_cols)})"
         stage = sa.table(stage_name, *(sa.column(c) for c in stage_cols))
         update, skipped_query = self._checked(target, stage), self._skipped(target, stage)
+        # Only these can skip a row's update; without them, a staged row an apply did not
+        # update was changed (or deleted and inserted again) by another writer meanwhile.
+        skipping_triggers = conn.execute(sa.text(
+            "SELECT string_agg(format('%I on %s', t.tgname, t.tgrelid::regclass), ', ' "
+            " ORDER BY t.tgrelid::regclass::text, t.tgname) "
+            "FROM pg_trigger t WHERE (t.tgrelid = CAST(:t AS regclass) "
+            " OR t.tgrelid IN (SELECT relid FROM pg_partition_tree(CAST(:t AS regclass)))) "
+            "AND NOT t.tgisinternal AND t.tgenabled IN ('O', 'A') "
+            "AND t.tgtype & 19 = 19"  # ROW (1) | BEFORE (2) | UPDATE (16)
+        ), {"t": source}).scalar_one()
         copy_sql = f"COPY {stage_name} ({', '.join(stage_cols)}) FROM STDIN"
         apply_every = 1 if self.options.commit_every_batch else self.APPLY_EVERY_ROWS
         applied_once = False
@@ -412,19 +437,22 @@ class PostgresTokenizer(WarehouseTokenizer):
             updated, rewritten = conn.execute(update, bounds).one()
             # Fewer rows than staged: another writer changed some since they were read (left
             # as it wrote them), or a trigger skipped them; only then is it worth a look.
-            skipped = conn.execute(skipped_query, bounds).scalar_one() if updated < staged else 0
+            skipped = 0
+            if updated < staged and skipping_triggers:
+                skipped = conn.execute(skipped_query, bounds).scalar_one()
             changed_meanwhile += staged - updated - skipped
             if skipped:
                 raise TokenRewrittenError(
                     f"dataset {target.ref.dataset_urn}: {skipped:,} row(s) of {target.ref.name} were not "
                     f"updated though they still hold the plaintext read from {', '.join(target.columns)}: a "
-                    "BEFORE UPDATE trigger returning NULL skips them, and the run would report them as "
-                    "tokenized. " + what_to_do
+                    f"BEFORE UPDATE trigger returning NULL skips them ({skipping_triggers}), and the run "
+                    "would report them as tokenized (unless another writer deleted and inserted them "
+                    "again meanwhile: then a retry passes). " + what_to_do
                 )
             if rewritten:
                 raise TokenRewrittenError(
                     f"dataset {target.ref.dataset_urn}: {rewritten:,} row(s) of {target.ref.name} did not "
-                    f"keep the token written to {', '.join(target.columns)}: a trigger or rule on the table "
+                    f"keep the token written to {', '.join(target.columns)}: a trigger on the table "
                     "rewrites the value (e.g. lower() on an email), which would leave wrong tokens that "
                     "the next run skips as done (or, rarely, another writer changed the row meanwhile). "
                     + what_to_do

@@ -628,10 +628,11 @@ class WarehouseTokenizer(abc.ABC):
                 error = WarehouseWriteError(
                     f"dataset {ref.dataset_urn}: the warehouse failed during the run: {first_line(driver_error)}"
                     + (f" ({hint})" if hint else "")
-                    + ("; nothing was changed (the run's transaction was rolled back)"
+                    + ("; nothing was changed (a dry run)" if dry_run
+                       else "; nothing was changed (the run's transaction was rolled back)"
                        if self.supports_transactions and not self.options.commit_every_batch
-                       else "; batches written before the failure stay tokenized: once the cause is "
-                       "fixed, run again to finish (values already tokens are skipped)")
+                       else "; batches written before the failure (if any) stay tokenized: once the "
+                       "cause is fixed, run again to finish (values already tokens are skipped)")
                 )
                 error.permanent = self.is_permanent(driver_error)
                 raise error from None

@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 import uuid
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -92,8 +92,8 @@ def test_commit_every_batch_keeps_finished_batches_and_a_second_run_completes_th
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(100))
     _fail_on_row(pg, table, 25)
     config = pg.config(batch_size=10, commit_every_batch=True)
-    with pytest.raises(WarehouseWriteError, match="injected failure at row 25; batches written before the failure "
-                       "stay tokenized: once the cause is fixed, run again"):
+    with pytest.raises(WarehouseWriteError, match=r"injected failure at row 25; batches written before the failure "
+                       r"\(if any\) stay tokenized: once the cause is fixed, run again"):
         run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
     tok = config.build_tokenizer()
     rows = pg.rows(table)
@@ -387,7 +387,7 @@ def test_a_long_statement_still_logs_progress_every_interval(pg, caplog, monkeyp
     assert took == sorted(took) and took[-1] >= 1
 
 
-def test_a_roles_statement_timeout_fails_the_run_once_with_what_to_do(pg, monkeypatch):
+def test_a_roles_statement_timeout_fails_the_run_with_what_to_do_but_not_the_wait_for_the_lock(pg, monkeypatch):
     # Roles often carry a statement_timeout; the scan before writing reads the whole table.
     from datahub_tokenize_action._warehouse import WarehouseTokenizer
 
@@ -397,15 +397,42 @@ def test_a_roles_statement_timeout_fails_the_run_once_with_what_to_do(pg, monkey
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
     role = f"tokenize_{table}"
     config = _as_role(pg, role, f"GRANT SELECT, UPDATE ON {table} TO {{role}}; "
-                                f"ALTER ROLE {{role}} SET statement_timeout = '300ms'")
+                                f"ALTER ROLE {{role}} SET statement_timeout = '300ms'", lock_timeout_s=1)
     before = pg.checksum(table)
+    # The scan runs after the lock is taken: the role's timeout is back in force by then.
     with pytest.raises(WarehouseWriteError, match="canceling statement due to statement timeout.*"
                        r"raise it .*\(ALTER ROLE <role> SET statement_timeout = 0\)") as err:
         run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
-    assert err.value.permanent, "the same table times out again: not worth retrying"
+    assert not err.value.permanent, "retried: the statement may have waited for other sessions' row locks"
     assert pg.checksum(table) == before
+    # Waiting for another run's lock is bounded by lock_timeout_s only.
+    connection, ref = route(pg.urn(table), config.connections)
+    wt = PostgresTokenizer(connection, config.build_tokenizer(), config.run)
+    holder = pg.engine.connect()
+    try:
+        with wt._connect(ref) as c:
+            target = wt.validate(c, ref, ["email"])
+        with wt.lock(holder, target):
+            with pytest.raises(LockTimeoutError, match="another tokenization run holds .* within 1s"):
+                run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    finally:
+        holder.close()
+        wt.dispose()
     pg.execute(f"ALTER ROLE {role} SET statement_timeout = 0")
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 5
+
+
+@pytest.mark.parametrize("commit_every_batch", [False, True])
+def test_a_failing_dry_run_says_nothing_was_changed(pg, monkeypatch, commit_every_batch):
+    from datahub_tokenize_action._warehouse import WarehouseTokenizer
+
+    stats_query = WarehouseTokenizer._stats_query
+    monkeypatch.setattr(WarehouseTokenizer, "_stats_query",
+                        lambda self, target: stats_query(self, target).add_columns(sa.literal(1) / sa.literal(0)))
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
+    with pytest.raises(WarehouseWriteError, match=r"division by zero; nothing was changed \(a dry run\)$"):
+        run_request(pg.config(commit_every_batch=commit_every_batch), TokenizeRequest(pg.urn(table), ("email",)),
+                    dry_run=True)
 
 
 def test_a_statement_cancelled_by_an_administrator_is_retried():
@@ -652,14 +679,14 @@ def test_a_run_freezes_old_objects_for_the_loop_and_leaves_the_collector_as_it_f
 # ------------------------------------------------------------ tables as users have them
 
 
-def _as_role(pg, role: str, grants: str) -> dict:
+def _as_role(pg, role: str, grants: str, **run: Any) -> dict:
     """A config whose connection logs in as ``role`` (not a superuser), created with ``grants``."""
     password = "role-password-" + uuid.uuid4().hex[:8]
     pg.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
     pg.execute(grants.format(role=role))
     url = sa.make_url(pg.server_url).set(username=role, password=password)
     return parse_config({"connections": [{"platform": "postgres", "url": url.render_as_string(hide_password=False)}],
-                         "tokenizer": {"type": "hmac", "key": HMAC_KEY}})
+                         "tokenizer": {"type": "hmac", "key": HMAC_KEY}, "run": run})
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
@@ -689,6 +716,21 @@ def test_column_grants_are_enough_and_a_missing_select_is_named(pg):
         run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
     pg.execute(f"GRANT SELECT (id) ON {table} TO {role}")  # still nothing on salary
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 5
+
+
+def test_a_schema_without_usage_for_the_user_is_refused_with_the_grant(pg):
+    schema = f"s_{uuid.uuid4().hex[:8]}"
+    pg.execute(f"CREATE SCHEMA {schema}")
+    pg.execute(f"CREATE TABLE {schema}.people (id int PRIMARY KEY, email text)")
+    pg.execute(f"INSERT INTO {schema}.people VALUES (1, 'a@x.com')")
+    role = f"tokenize_{schema}"
+    config = _as_role(pg, role, f"GRANT SELECT, UPDATE ON {schema}.people TO {{role}}")
+    urn = f"urn:li:dataset:(urn:li:dataPlatform:postgres,{pg.database}.{schema}.people,PROD)"
+    with pytest.raises(InsufficientPrivilegeError, match=f'lacks USAGE on schema {schema} .*'
+                       f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"$') as err:
+        run_request(config, TokenizeRequest(urn, ("email",)), dry_run=True)
+    pg.execute(re.search(r"GRANT USAGE .*", str(err.value))[0])
+    assert run_request(config, TokenizeRequest(urn, ("email",))).rows_updated == 1
 
 
 def test_a_database_without_temporary_for_the_user_is_refused_up_front(pg):
@@ -870,6 +912,47 @@ def test_a_trigger_that_skips_rows_fails_the_run_instead_of_reporting_them_token
     pg.execute(f"DROP TRIGGER skip ON {on}")
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == (
         20 if commit_every_batch and where != "table" else 30)
+
+
+@pytest.mark.parametrize("with_trigger", [False, True])
+def test_a_row_deleted_and_inserted_again_while_the_run_waits_for_it_is_left_as_written(pg, caplog, with_trigger):
+    # A sync job replaces a row while the run's UPDATE waits for its lock: the UPDATE skips the
+    # deleted version and cannot see the new one, which still holds its plaintext. No trigger
+    # skipped it: a warning, not a TokenRewrittenError (with a trigger that could, the error
+    # says a retry passes if this is what happened).
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(10))
+    if with_trigger:
+        _before_update_trigger(pg, table, "IF NEW.id > 1000 THEN RETURN NULL; END IF;")
+    replaced = threading.Event()
+
+    def sync_job():
+        with pg.engine.connect() as c:
+            c.execute(sa.text(f"DELETE FROM {table} WHERE id = 5"))
+            c.execute(sa.text(f"INSERT INTO {table} VALUES (5, 'user5@example.com')"))
+            replaced.set()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not pg.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = 'datahub-tokenize' "
+                    "AND wait_event_type = 'Lock'"):
+                time.sleep(0.02)
+            c.commit()
+
+    job = threading.Thread(target=sync_job)
+    job.start()
+    replaced.wait()
+    try:
+        if with_trigger:
+            with pytest.raises(TokenRewrittenError, match=r"returning NULL skips them \(trg on .*unless another "
+                               "writer deleted and inserted them again meanwhile: then a retry passes"):
+                run_request(pg.config(), TokenizeRequest(pg.urn(table), ("email",)))
+            return
+        result = run_request(pg.config(), TokenizeRequest(pg.urn(table), ("email",)))
+    finally:
+        job.join()
+    assert result.rows_updated == 10  # rows sent; one of them was left as the sync job wrote it
+    assert pg.rows(table)[4] == (5, "user5@example.com")
+    assert any("1 row(s) were changed by another writer" in r.getMessage() for r in caplog.records)
+    assert run_request(pg.config(), TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 1
 
 
 def test_a_trigger_that_leaves_the_tokenized_columns_alone_is_fine(pg):

@@ -221,9 +221,9 @@ def test_two_concurrent_runs_tokenize_every_value_exactly_once(pg):
     assert [v for _, v in pg.rows(table)] == [tok.tokenize(e) for _, e in _emails(3000)]
 
 
-def test_a_run_waits_for_the_lock_then_fails_with_a_clear_message(pg):
-    table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
-    config = pg.config(lock_timeout_s=0.5)
+@contextlib.contextmanager
+def _run_lock_held(pg, config, table: str) -> Iterator[None]:
+    """Another session holds the run lock of ``table`` while the block runs."""
     connection, ref = route(pg.urn(table), config.connections)
     wt = PostgresTokenizer(connection, config.build_tokenizer(), config.run)
     holder = pg.engine.connect()
@@ -231,13 +231,20 @@ def test_a_run_waits_for_the_lock_then_fails_with_a_clear_message(pg):
         with wt._connect(ref) as c:
             target = wt.validate(c, ref, ["email"])
         with wt.lock(holder, target):
-            before = pg.checksum(table)
-            with pytest.raises(LockTimeoutError, match="another tokenization run holds"):
-                run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
-            assert pg.checksum(table) == before
+            yield
     finally:
         holder.close()
         wt.dispose()
+
+
+def test_a_run_waits_for_the_lock_then_fails_with_a_clear_message(pg):
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
+    config = pg.config(lock_timeout_s=0.5)
+    with _run_lock_held(pg, config, table):
+        before = pg.checksum(table)
+        with pytest.raises(LockTimeoutError, match="another tokenization run holds"):
+            run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+        assert pg.checksum(table) == before
 
 
 def _plan_nodes(plan):
@@ -406,18 +413,9 @@ def test_a_roles_statement_timeout_fails_the_run_with_what_to_do_but_not_the_wai
     assert not err.value.permanent, "retried: the statement may have waited for other sessions' row locks"
     assert pg.checksum(table) == before
     # Waiting for another run's lock is bounded by lock_timeout_s only.
-    connection, ref = route(pg.urn(table), config.connections)
-    wt = PostgresTokenizer(connection, config.build_tokenizer(), config.run)
-    holder = pg.engine.connect()
-    try:
-        with wt._connect(ref) as c:
-            target = wt.validate(c, ref, ["email"])
-        with wt.lock(holder, target):
-            with pytest.raises(LockTimeoutError, match="another tokenization run holds .* within 1s"):
-                run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
-    finally:
-        holder.close()
-        wt.dispose()
+    with _run_lock_held(pg, config, table):
+        with pytest.raises(LockTimeoutError, match="another tokenization run holds .* within 1s"):
+            run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
     pg.execute(f"ALTER ROLE {role} SET statement_timeout = 0")
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 5
 

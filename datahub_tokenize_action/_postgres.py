@@ -134,9 +134,13 @@ class PostgresTokenizer(WarehouseTokenizer):
 
     def is_permanent(self, driver_error: BaseException) -> bool:
         code = getattr(driver_error, "pgcode", None) or ""
-        return code[:2] in self.PERMANENT_SQLSTATE_CLASSES
+        return code[:2] in self.PERMANENT_SQLSTATE_CLASSES or code == "25006"  # read_only_sql_transaction
 
     def error_hint(self, driver_error: BaseException) -> str:
+        if getattr(driver_error, "pgcode", None) == "25006":
+            return ("the connection is read-only: a standby, or default_transaction_read_only set for the "
+                    "role or database; point the connection at the primary with a role that may write "
+                    "(a dry run works on a standby)")
         # query_canceled is also a cancel by an administrator; only the server's message tells
         # them apart (in English: with another lc_messages there is no hint, and it is retried).
         if getattr(driver_error, "pgcode", None) == "57014" and "statement timeout" in str(driver_error):

@@ -433,6 +433,21 @@ def test_a_failing_dry_run_says_nothing_was_changed(pg, monkeypatch, commit_ever
                     dry_run=True)
 
 
+def test_a_read_only_connection_fails_the_run_once_with_what_to_do_and_dry_runs_work(pg):
+    # As on a standby: reads work, the first write fails.
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
+    role = f"tokenize_{table}"
+    config = _as_role(pg, role, f"GRANT SELECT, UPDATE ON {table} TO {{role}}; "
+                                f"ALTER ROLE {{role}} SET default_transaction_read_only = on")
+    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",)), dry_run=True).rows_updated == 5
+    before = pg.checksum(table)
+    with pytest.raises(WarehouseWriteError, match="read-only transaction .*the connection is read-only: a standby, "
+                       "or default_transaction_read_only .*point the connection at the primary") as err:
+        run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    assert err.value.permanent, "a retry meets the same read-only server"
+    assert pg.checksum(table) == before
+
+
 def test_a_statement_cancelled_by_an_administrator_is_retried():
     class QueryCanceled(Exception):
         pgcode = "57014"

@@ -345,11 +345,12 @@ class PostgresTokenizer(WarehouseTokenizer):
         timeout_ms = int(self.options.lock_timeout_s * 1000)
         try:
             # Only lock_timeout bounds the wait: a role's shorter statement_timeout would cut it
-            # and report a timeout instead of the run that holds the table (restored below).
-            statement_timeout = conn.execute(sa.text(
-                "SELECT current_setting('statement_timeout'), set_config('lock_timeout', :t, false), "
-                "set_config('statement_timeout', '0', false)"
-            ), {"t": f"{timeout_ms}ms"}).scalar_one()
+            # and report a timeout instead of the run that holds the table. Both are put back
+            # as they were (the role's or the database's) once the lock is held.
+            lock_timeout, statement_timeout = conn.execute(sa.text(
+                "SELECT current_setting('lock_timeout'), current_setting('statement_timeout'), "
+                "set_config('lock_timeout', :t, false), set_config('statement_timeout', '0', false)"
+            ), {"t": f"{timeout_ms}ms"}).one()[:2]
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
         except sa.exc.OperationalError as e:
             if getattr(e.orig, "pgcode", None) == "55P03":  # lock_not_available
@@ -360,8 +361,8 @@ class PostgresTokenizer(WarehouseTokenizer):
                     "raise `run.lock_timeout_s`"
                 ) from None
             raise
-        conn.execute(sa.text("SELECT set_config('lock_timeout', '0', false), set_config('statement_timeout', :s, false)"),
-                     {"s": statement_timeout})
+        conn.execute(sa.text("SELECT set_config('lock_timeout', :l, false), set_config('statement_timeout', :s, false)"),
+                     {"l": lock_timeout, "s": statement_timeout})
         try:
             yield
         except BaseException:

@@ -237,6 +237,23 @@ def _run_lock_held(pg, config, table: str) -> Iterator[None]:
         wt.dispose()
 
 
+def test_taking_the_run_lock_leaves_the_sessions_timeouts_as_they_were(pg):
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(1))
+    config = pg.config(lock_timeout_s=2)
+    connection, ref = route(pg.urn(table), config.connections)
+    wt = PostgresTokenizer(connection, config.build_tokenizer(), config.run)
+    try:
+        with wt._connect(ref) as c:
+            target = wt.validate(c, ref, ["email"])
+            c.execute(sa.text("SET lock_timeout = '7s'; SET statement_timeout = '9min'"))
+            with wt.lock(c, target):
+                held = c.execute(sa.text("SELECT current_setting('lock_timeout'), "
+                                         "current_setting('statement_timeout')")).one()
+        assert tuple(held) == ("7s", "9min")
+    finally:
+        wt.dispose()
+
+
 def test_a_run_waits_for_the_lock_then_fails_with_a_clear_message(pg):
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
     config = pg.config(lock_timeout_s=0.5)

@@ -130,8 +130,9 @@ class NotDeltaTableError(InvalidTargetError):
 
 
 class UnsupportedTableError(InvalidTargetError):
-    """The table is of a kind the loop cannot tokenize correctly in place (Postgres: a
-    materialized view, a parent of inheritance children, rows hidden by row-level security)."""
+    """The table is of a kind the loop cannot tokenize correctly in place (Postgres: a view
+    or materialized view, enabled rules on UPDATE, a parent of inheritance children, rows
+    hidden by row-level security)."""
 
 
 class NoColumnsError(InvalidTargetError):
@@ -139,8 +140,9 @@ class NoColumnsError(InvalidTargetError):
 
 
 class InsufficientPrivilegeError(InvalidTargetError):
-    """The connection's user lacks a grant the run needs (Postgres: SELECT on the key and
-    columns, UPDATE on the columns, TEMPORARY on the database for the staging table)."""
+    """The connection's user lacks a grant the run needs (Postgres: USAGE on the schema,
+    SELECT on the key and columns, UPDATE on the columns, TEMPORARY on the database for the
+    staging table)."""
 
 
 class TokenizerError(TokenizeError):

@@ -163,7 +163,8 @@ class PostgresTokenizer(WarehouseTokenizer):
         Raises:
             InsufficientPrivilegeError: no USAGE on the schema.
             TableNotFoundError: no such table.
-            UnsupportedTableError: a view, a materialized view, a table with UPDATE rules.
+            UnsupportedTableError: a view, a materialized view, a table with UPDATE rules or
+                inheritance children.
         """
         usage = conn.execute(sa.text(
             "SELECT has_schema_privilege(n.oid, 'USAGE'), current_user FROM pg_namespace n WHERE n.nspname = :s"
@@ -206,11 +207,9 @@ class PostgresTokenizer(WarehouseTokenizer):
         return desc
 
     def check_table(self, conn: Connection, target: WriteTarget) -> None:
-        """Refuse tables whose rows the loop would miss or write beyond: row-level security
-        hiding rows from this user, inheritance children (their rows are read and updated
-        through the parent, and their keys may repeat the parent's); generated columns; and
-        users without the grants a run needs (in a dry run too, so that a dry run that
-        succeeds says the run can write). Views and rules are refused by ``describe``.
+        """Refuse generated columns; users without the grants a run needs (in a dry run too,
+        so that a dry run that succeeds says the run can write); row-level security hiding
+        rows from this user. Views, rules and inheritance parents are refused by ``describe``.
 
         Raises:
             UnsupportedTableError: with what to do instead.
@@ -218,10 +217,8 @@ class PostgresTokenizer(WarehouseTokenizer):
             InsufficientPrivilegeError: with the GRANT statements to run.
         """
         ref = target.ref
-        relkind, hidden, children, generated = conn.execute(sa.text(
-            "SELECT c.relkind, row_security_active(c.oid), "
-            "(SELECT string_agg(i.inhrelid::regclass::text, ', ' ORDER BY i.inhrelid::regclass::text) "
-            " FROM pg_inherits i WHERE i.inhparent = c.oid), "
+        hidden, generated = conn.execute(sa.text(
+            "SELECT row_security_active(c.oid), "
             "(SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) FROM pg_attribute a "
             " WHERE a.attrelid = c.oid AND a.attname = ANY(CAST(:cols AS text[])) AND a.attgenerated <> '') "
             "FROM pg_class c WHERE c.oid = CAST(:t AS regclass)"
@@ -232,32 +229,28 @@ class PostgresTokenizer(WarehouseTokenizer):
                 "ALWAYS AS ... STORED) and cannot be written; tokenize the columns they are computed "
                 "from, and they follow"
             )
-        self._check_privileges(conn, target)
+        user = self._check_privileges(conn, target)
         if hidden:
-            user = conn.execute(sa.text("SELECT current_user")).scalar_one()
             raise UnsupportedTableError(
                 f"dataset {ref.dataset_urn}: row-level security on {ref.name} hides rows from user "
                 f"{user!r}, so a run would leave their plaintext in place; connect as the table's owner "
                 "or a role with BYPASSRLS (and without FORCE ROW LEVEL SECURITY on the table)"
             )
-        if relkind == "r" and children:
-            raise UnsupportedTableError(
-                f"dataset {ref.dataset_urn}: {ref.name} has inheritance children ({children}); a run "
-                "reads and updates their rows through it, and their keys may repeat its own, so rows "
-                "would be skipped. Tokenize each child as its own dataset and the parent once it has "
-                "no children, or move to declarative partitioning (partitioned tables are supported)"
-            )
 
     def _check_relation(self, conn: Connection, ref: TableRef) -> None:
         """Refuse views (a run would change only the rows they show, through whatever they do
-        on update), materialized views, and tables whose rules rewrite an UPDATE.
+        on update), materialized views, tables whose rules rewrite an UPDATE, and parents of
+        inheritance children (their rows are read and updated through the parent, and their
+        keys may repeat the parent's).
 
         Raises:
             UnsupportedTableError: with what to do instead.
         """
-        relkind, rules = conn.execute(sa.text(
+        relkind, rules, children = conn.execute(sa.text(
             "SELECT c.relkind, (SELECT string_agg(r.rulename, ', ' ORDER BY r.rulename) FROM pg_rewrite r "
-            " WHERE r.ev_class = c.oid AND r.ev_type = '2' AND r.ev_enabled IN ('O', 'A')) "
+            " WHERE r.ev_class = c.oid AND r.ev_type = '2' AND r.ev_enabled IN ('O', 'A')), "
+            "(SELECT string_agg(i.inhrelid::regclass::text, ', ' ORDER BY i.inhrelid::regclass::text) "
+            " FROM pg_inherits i WHERE i.inhparent = c.oid) "
             "FROM pg_class c WHERE c.oid = CAST(:t AS regclass)"
         ), {"t": quote_table(ref)}).one()
         if relkind == "m":
@@ -277,11 +270,18 @@ class PostgresTokenizer(WarehouseTokenizer):
                 "run's UPDATE (DO INSTEAD) or add statements to it (DO ALSO: an audit copy would keep "
                 "the plaintext); disable them for the run (ALTER TABLE ... DISABLE RULE name) and run again"
             )
+        if relkind == "r" and children:
+            raise UnsupportedTableError(
+                f"dataset {ref.dataset_urn}: {ref.name} has inheritance children ({children}); a run "
+                "reads and updates their rows through it, and their keys may repeat its own, so rows "
+                "would be skipped. Tokenize each child as its own dataset and the parent once it has "
+                "no children, or move to declarative partitioning (partitioned tables are supported)"
+            )
 
-    def _check_privileges(self, conn: Connection, target: WriteTarget) -> None:
+    def _check_privileges(self, conn: Connection, target: WriteTarget) -> str:
         """SELECT on the key and the columns, UPDATE on the columns (table or column grants),
         TEMPORARY on the database: without them the run would fail at its first write,
-        after the scan, and a dry run would have said it could run."""
+        after the scan, and a dry run would have said it could run. Returns the user."""
         ref = target.ref
         rows = conn.execute(sa.text(
             "SELECT c.name, has_column_privilege(CAST(:t AS regclass), c.name, 'SELECT'), "
@@ -307,6 +307,7 @@ class PostgresTokenizer(WarehouseTokenizer):
                 f"dataset {ref.dataset_urn}: user {user!r} lacks {'; '.join(missing)}, which a run needs "
                 f"(a dry run checks them too); have an owner or a superuser run: {'; '.join(grants)}"
             )
+        return user
 
     def fence(self, subquery: sa.Select[Any]) -> sa.Select[Any]:
         # Postgres does not pull up a subquery whose select list calls a volatile function

@@ -27,8 +27,8 @@ from datahub.metadata.schema_classes import (
     TagAssociationClass,
 )
 
-from tests.support.kafka import entity_change_event
-from tests.support.pipeline import running_pipeline, wait_until
+from datahub_tokenize_action.testing.kafka import entity_change_event
+from datahub_tokenize_action.testing.pipeline import running_pipeline, wait_until
 
 from datahub_tokenize_action import load_tokenizer
 

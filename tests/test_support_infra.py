@@ -25,8 +25,8 @@ from datahub.metadata.schema_classes import (
 from datahub.specific.dataset import DatasetPatchBuilder
 from datahub_actions.event.event_registry import ENTITY_CHANGE_EVENT_V1_TYPE, EntityChangeEvent
 
-from tests.support.kafka import PLATFORM_EVENT_TOPIC, entity_change_event, kafka_source_config
-from tests.support.pipeline import RecordingSink, running_pipeline
+from datahub_tokenize_action.testing.kafka import PLATFORM_EVENT_TOPIC, entity_change_event, kafka_source_config
+from datahub_tokenize_action.testing.pipeline import RecordingSink, running_pipeline
 
 
 pytestmark = pytest.mark.e2e

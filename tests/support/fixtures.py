@@ -18,9 +18,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.support.gms import RecordingGms
-from tests.support.kafka import MockKafkaCluster, PlatformEventProducer
-from tests.support.schema_registry import SchemaRegistryServer
+from datahub_tokenize_action.testing.gms import RecordingGms
+from datahub_tokenize_action.testing.kafka import MockKafkaCluster, PlatformEventProducer
+from datahub_tokenize_action.testing.schema_registry import SchemaRegistryServer
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ from datahub.emitter.serialization_helper import pre_json_transform
 from datahub.metadata.schema_classes import ASPECT_NAME_MAP, _Aspect
 from datahub.utilities.urns.urn import Urn
 
-from tests.support._http import HttpRequest, HttpResponse, LoopbackHttpServer
+from datahub_tokenize_action.testing._http import HttpRequest, HttpResponse, LoopbackHttpServer
 
 __all__ = ["DEFAULT_GMS_CONFIG", "RecordedMcp", "RecordedRequest", "RecordingGms"]
 
@@ -400,7 +400,7 @@ class RecordingGms(LoopbackHttpServer):
         if method == "POST" and path == "/api/graphql":
             return HttpResponse(200, {
                 "data": None,
-                "errors": [{"message": "GraphQL is not served by the recording GMS (tests/support/gms.py)"}],
+                "errors": [{"message": "GraphQL is not served by the recording GMS (datahub_tokenize_action/testing/gms.py)"}],
             })
 
         return None

@@ -31,7 +31,7 @@ import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from tests.support._http import HttpRequest, HttpResponse, LoopbackHttpServer
+from datahub_tokenize_action.testing._http import HttpRequest, HttpResponse, LoopbackHttpServer
 
 __all__ = ["RegisteredSchema", "SchemaRegistryServer"]
 

@@ -4,7 +4,7 @@
 (the registry imports any ``type`` containing a ``.`` or ``:``)::
 
     sink = RecordingSink.new()
-    config["action"] = sink.action_config()   # {"type": "tests.support.pipeline.RecordingAction", ...}
+    config["action"] = sink.action_config()   # {"type": "datahub_tokenize_action.testing.pipeline.RecordingAction", ...}
     with running_pipeline(config):
         envelope, = sink.wait_for(1, timeout=30)
 """

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv postgres demo test test-fast bench clean
+.PHONY: venv postgres demo test test-fast bench dist clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "installing python3-venv (Debian's python3 has no venv without it)"; \
@@ -34,5 +34,12 @@ test: venv postgres
 bench: venv postgres
 	$(PY) benchmarks/bench_postgres.py
 
+# The sdist and wheel a release would publish, checked as an index would check them.
+# Install the wheel where `datahub actions` runs: pip install dist/datahub_tokenize_action-*.whl
+dist: venv
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(PY) -m twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -43,3 +43,30 @@ dist: venv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+
+# ---- The docker-compose stack (DataHub v1.7.0 + demo warehouse + this action); needs Docker ----
+COMPOSE ?= docker compose
+UP_TIMEOUT ?= 900
+
+.PHONY: up e2e down
+.env:
+	sh docker/gen-env.sh
+
+# Starts the stack and waits (at most UP_TIMEOUT s) until GMS and the warehouse are healthy.
+up: .env
+	$(COMPOSE) up -d --build
+	@end=$$(( $$(date +%s) + $(UP_TIMEOUT) )); \
+	for svc in datahub-gms warehouse; do \
+	  until [ "$$($(COMPOSE) ps --format '{{.Health}}' $$svc 2>/dev/null)" = healthy ]; do \
+	    [ $$(date +%s) -lt $$end ] || { echo "$$svc not healthy after $(UP_TIMEOUT) s"; $(COMPOSE) ps; exit 1; }; \
+	    sleep 5; \
+	  done; echo "$$svc: healthy"; \
+	done
+
+# Waits for the first tokenization, checks the table, re-tags and checks the next run changes 0 rows.
+e2e: venv
+	$(PY) docker/e2e.py
+
+# Stops the stack and removes its volumes (the generated .env stays; delete it for new secrets).
+down:
+	$(COMPOSE) down -v

@@ -196,3 +196,17 @@ def test_schema_registry_serves_registered_schemas_by_id_to_another_client(schem
     with pytest.raises(SchemaRegistryError) as err:
         reader.get_schema(987654)
     assert err.value.http_status_code == 404
+
+
+def test_tag_patches_from_the_real_builder_are_applied_to_the_stored_aspects(gms_server):
+    # acryl-datahub's builder keys tags by (attribution source, tag): adds are written as
+    # /tags/<source>/<tag>, removes as /tags/<tag>; both must change what GMS then reads back.
+    graph = DataHubGraph(DatahubClientConfig(server=gms_server.url))
+    gms_server.put_aspect(DATASET, GlobalTagsClass([TagAssociationClass(RUN_TAG)]))
+    builder = DatasetPatchBuilder(DATASET).remove_tag(RUN_TAG).add_tag(TagAssociationClass(DONE_TAG))
+    builder.for_field("email").add_tag(TagAssociationClass(DONE_TAG))
+    graph.emit_mcps(builder.build())
+
+    assert [t.tag for t in graph.get_aspect(DATASET, GlobalTagsClass).tags] == [DONE_TAG]
+    [field] = gms_server.aspect_json(DATASET, "editableSchemaMetadata")["editableSchemaFieldInfo"]
+    assert (field["fieldPath"], field["globalTags"]["tags"]) == ("email", [{"tag": DONE_TAG}])

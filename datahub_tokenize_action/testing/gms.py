@@ -312,22 +312,24 @@ class RecordingGms(LoopbackHttpServer):
         aspect = self._aspects.setdefault((mcp.entity_urn, mcp.aspect_name), {})  # type: ignore[arg-type]
         for op in mcp.patch:
             parts = [_unescape(p) for p in op["path"].strip("/").split("/")]
-            if mcp.aspect_name == "globalTags" and len(parts) == 2 and parts[0] == "tags":
-                _patch_tags({"globalTags": aspect}, op, parts[1])
+            # acryl-datahub keys tags by (attribution source, tag): an add's path is
+            # /tags/<source>/<tag> (source "" when unattributed), a remove's /tags/<tag>.
+            if mcp.aspect_name == "globalTags" and len(parts) in (2, 3) and parts[0] == "tags":
+                _patch_tags({"globalTags": aspect}, op, parts[-1])
             elif mcp.aspect_name == "datasetProperties" and len(parts) == 2 and parts[0] == "customProperties":
                 props = aspect.setdefault("customProperties", {})
                 if op["op"] == "add":
                     props[parts[1]] = op["value"]
                 else:
                     props.pop(parts[1], None)
-            elif (mcp.aspect_name == "editableSchemaMetadata" and len(parts) == 5
+            elif (mcp.aspect_name == "editableSchemaMetadata" and len(parts) in (5, 6)
                   and parts[0] == "editableSchemaFieldInfo" and parts[2:4] == ["globalTags", "tags"]):
                 infos = aspect.setdefault("editableSchemaFieldInfo", [])
                 info = next((i for i in infos if i["fieldPath"] == parts[1]), None)
                 if info is None:
                     info = {"fieldPath": parts[1]}
                     infos.append(info)
-                _patch_tags(info, op, parts[4])
+                _patch_tags(info, op, parts[-1])
 
     def _route(self, request: HttpRequest, new_mcps: List[RecordedMcp]) -> Optional[HttpResponse]:
         method, path = request.method, request.path

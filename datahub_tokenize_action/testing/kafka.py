@@ -56,6 +56,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger(__name__ + ".librdkafka")
 
+
+def _close_producer(producer: Producer) -> None:
+    """``Producer.close()`` where confluent-kafka has it; 2.12, which the image of DataHub
+    1.7.0 ships, has none and frees the producer when its last reference goes."""
+    close = getattr(producer, "close", None)
+    if close is not None:
+        close()
+
+
 #: Topics the stock KafkaEventSource subscribes to when no ``topic_routes`` are given.
 DATAHUB_TOPICS: Tuple[str, ...] = tuple(dict.fromkeys(DEFAULT_TOPIC_ROUTES.values()))
 #: Where DataHub publishes PlatformEvents (EntityChangeEvents among them).
@@ -133,7 +142,7 @@ class MockKafkaCluster:
             setattr(self, name, None)
             if client is not None:
                 client.flush(self._timeout)
-                client.close()
+                _close_producer(client)
 
     def _require_open(self) -> Producer:
         if self._admin is None:
@@ -316,7 +325,7 @@ class PlatformEventProducer:
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.flush(timeout)
-            producer.close()
+            _close_producer(producer)
 
     def __enter__(self) -> "PlatformEventProducer":
         return self

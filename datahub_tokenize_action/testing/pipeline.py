@@ -159,7 +159,11 @@ class PipelineThread:
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError(f"pipeline {self.pipeline.name!r} did not stop within {timeout}s")
-        self.pipeline.close()
+        # acryl-datahub-actions 1.7.0 has no Pipeline.close(): its stop() closes the source,
+        # the action and the failed-events log itself. Newer releases close in close().
+        close = getattr(self.pipeline, "close", None)
+        if close is not None:
+            close()
         if self.error is not None:
             raise self.error
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import pathlib
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import expandvars
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from datahub.configuration.common import ConfigModel, ConfigurationError
 from datahub.configuration.config_loader import load_config_file
 from datahub.emitter.mce_builder import make_tag_urn, make_term_urn
 
-from ._exceptions import ConfigError, TokenizeError
+from ._exceptions import ConfigError, TokenizeError, first_line
 from ._tokenizers import Tokenizer, load_tokenizer
 
 __all__ = [
@@ -275,11 +277,16 @@ class TokenizeConfig(ConfigModel):
     def _trigger_urn(cls, v: str) -> str:
         return make_tag_urn(v)
 
-    @model_validator(mode="after")
-    def _tokenizer_builds(self) -> "TokenizeConfig":
-        # Fails at load time (with the plugin's own message) rather than on the first event.
-        self.build_tokenizer()
-        return self
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer_builds(cls, v: TokenizerConfig) -> TokenizerConfig:
+        # Fails at load time (with the plugin's own message, at the `tokenizer` key) rather
+        # than on the first event.
+        try:
+            load_tokenizer(v.type, v.options())
+        except TokenizeError as e:
+            raise ValueError(str(e)) from None
+        return v
 
     def build_tokenizer(self) -> Tokenizer:
         try:
@@ -289,11 +296,68 @@ class TokenizeConfig(ConfigModel):
 
 
 def parse_config(config_dict: dict[str, Any] | None) -> TokenizeConfig:
-    """Validate ``action.config``; raise ConfigError with pydantic's message (inputs hidden)."""
+    """Validate ``action.config``.
+
+    Raises:
+        ConfigError: one line naming each problem by its path in the pipeline file, e.g.
+            ``action.config.run.batch_sise: unknown key; did you mean batch_size?`` (several
+            are joined with "; "); never the values (they may be secrets).
+    """
     try:
         return TokenizeConfig.model_validate(config_dict or {})
     except ValidationError as e:
-        raise ConfigError(f"invalid tokenize config: {e}") from None
+        raise ConfigError(validation_problems(e, TokenizeConfig, "action.config")) from None
+
+
+def validation_problems(error: ValidationError, model: type[BaseModel], prefix: str) -> str:
+    """pydantic's errors as one line: each problem's path under ``prefix`` and what to do.
+
+    Unknown keys get the closest field name (difflib) or the list of valid keys; missing
+    keys get their description; other problems what was expected. Inputs are left out.
+    """
+    problems = []
+    for err in error.errors(include_input=False, include_url=False, include_context=False):
+        loc = err["loc"]
+        path = prefix + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+        if err["type"] == "extra_forbidden":
+            fields = list(_fields_of(_model_at(model, loc[:-1])))
+            guess = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+            if guess:
+                problems.append(f"{path}: unknown key; did you mean {guess[0]}?")
+            else:
+                problems.append(f"{path}: unknown key; valid keys: {', '.join(fields) or 'none'}")
+        elif err["type"] == "missing":
+            field = _fields_of(_model_at(model, loc[:-1])).get(str(loc[-1]))
+            what = f" ({field.description.strip().rstrip('.')})" if field is not None and field.description else ""
+            problems.append(f"{path}: required key is missing{what}")
+        else:
+            message = " ".join(err["msg"].replace("Value error, ", "").split())
+            problems.append(f"{path}: {re.sub(r'^Input should be ', 'expected ', message)}")
+    return "; ".join(problems)
+
+
+def _model_at(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The config model found at ``loc`` under ``model`` (list indexes step into the list's model)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = _fields_of(model).get(part)
+        model = _model_in(field.annotation) if field is not None else None
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_of(model: type[BaseModel] | None) -> dict[str, Any]:
+    return dict(model.model_fields) if model is not None else {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,10 +373,16 @@ def load_pipeline_file(path: str | pathlib.Path) -> PipelineFile:
     ``datahub actions -c`` does.
 
     Raises:
-        ConfigError: unreadable file, unset variable, no ``action.config``, invalid config.
+        ConfigError: unreadable file, YAML syntax error (with its line and column), unset
+            variable, no ``action.config``, invalid config; each names the file.
     """
     try:
         whole = load_config_file(path, allow_remote=False)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or getattr(e, "context", None) or first_line(e)
+        raise ConfigError(f"{where}: YAML syntax error: {problem}; fix the file") from None
     except expandvars.UnboundVariable as e:
         name = re.search(r"[A-Za-z_][A-Za-z0-9_]*", str(e))
         raise ConfigError(
@@ -325,7 +395,11 @@ def load_pipeline_file(path: str | pathlib.Path) -> PipelineFile:
     if not isinstance(action, dict) or not isinstance(action.get("config"), dict):
         raise ConfigError(f"{path}: no `action.config` section; see configs/tokenize.yaml")
     datahub = whole.get("datahub")
-    return PipelineFile(parse_config(action["config"]), datahub if isinstance(datahub, dict) else None)
+    try:
+        config = parse_config(action["config"])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return PipelineFile(config, datahub if isinstance(datahub, dict) else None)
 
 
 def load_config(path: str | pathlib.Path) -> TokenizeConfig:

@@ -133,3 +133,63 @@ def test_a_yaml_without_an_action_section_is_refused(tmp_path):
     path.write_text("source: {}\n")
     with pytest.raises(ConfigError, match="no `action.config`"):
         load_config(path)
+
+
+def _one_line_error(config: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(config)
+    message = str(info.value)
+    assert "\n" not in message and "errors.pydantic.dev" not in message
+    return message
+
+
+def test_a_misspelt_key_names_its_path_and_the_key_it_probably_meant():
+    message = _one_line_error({"connections": [PG], "tokenizer": TOKENIZER, "run": {"batch_sise": 5}})
+    assert message == "action.config.run.batch_sise: unknown key; did you mean batch_size?"
+
+
+def test_an_unknown_key_with_no_close_match_lists_the_valid_keys():
+    message = _one_line_error({"connections": [{**PG, "colour": "red"}], "tokenizer": TOKENIZER})
+    assert message.startswith("action.config.connections[0].colour: unknown key; valid keys: ")
+    assert "platform, platform_instance, url" in message
+
+
+def test_a_missing_required_key_names_its_path_and_what_it_holds():
+    message = _one_line_error({"tokenizer": TOKENIZER})
+    assert message.startswith("action.config.connections: required key is missing (Warehouse connections")
+
+
+def test_a_bad_value_names_its_path_and_what_is_expected():
+    message = _one_line_error({"connections": [PG], "tokenizer": TOKENIZER, "run": {"batch_size": "many"}})
+    assert message.startswith("action.config.run.batch_size: expected a valid integer")
+
+
+def test_several_problems_are_joined_on_one_line():
+    message = _one_line_error({"connections": [PG], "tokenizer": TOKENIZER, "write_back": {"tag": True},
+                               "trigger_tags": "x"})
+    assert message == ("action.config.write_back.tag: unknown key; did you mean tags?; "
+                       "action.config.trigger_tags: unknown key; did you mean trigger_tag?")
+
+
+def test_a_tokenizer_that_refuses_its_options_is_reported_at_the_tokenizer_key():
+    message = _one_line_error({"connections": [PG], "tokenizer": {"type": "hmac", "key": "short-Secret"}})
+    assert message.startswith("action.config.tokenizer: tokenizer 'hmac': key: the hmac key is shorter")
+    assert "Value error" not in message and "short-Secret" not in message
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("action:\n  type: tokenize\n  config:\n    connections:\n      - platform: postgres\n"
+                    "        url: a: b\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (f"{path}:6:15: YAML syntax error: mapping values are not allowed here; fix the file")
+
+
+def test_a_config_file_error_names_the_file(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("action:\n  config:\n    connections: []\n    tokenizer: {type: hmac, key: 0123456789abcdefgh}\n"
+                    "    runn: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: action.config.runn: unknown key; did you mean run?"

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
+import os
 import sys
-from typing import TYPE_CHECKING, Sequence
+import time
+import urllib.parse
+from typing import Any, Iterator, Sequence
 
-if TYPE_CHECKING:
-    from datahub.ingestion.graph.client import DataHubGraph
+from pydantic import ValidationError
 
-from ._config import load_pipeline_file
-from ._exceptions import ConfigError, DataHubError, InvalidDatasetError, TokenizeError
+from ._config import load_pipeline_file, validation_problems
+from ._exceptions import ConfigError, DataHubError, InvalidDatasetError, TokenizeError, first_line
 from ._request import TokenizeRequest
 from ._result import TokenizeResult
 from ._runner import failed_result, tokenize_dataset
@@ -21,11 +24,19 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+#: What the CLI gives DataHub's client when the YAML's `datahub:` section sets neither key.
+#: The client's own defaults (30 s per attempt, 4 retries with 0+4+8+16 s of backoff) let an
+#: unreachable server hold the CLI for 28 s (refused) to ~3 min (no answer) per request.
+#: With these, one request to a server that never answers gives up after 3 x 10 s + 4 s of
+#: backoff, and the first unreachable request ends all later ones at once.
+DATAHUB_DEFAULTS = {"timeout_sec": 10.0, "retry_max_times": 2}
+
 logger = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="datahub-tokenize", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="tokenize the PII columns of one dataset")
     run.add_argument("-c", "--config", required=True, help="the pipeline YAML (its action.config is read)")
@@ -65,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # The DataHub client's retries log each attempt with the request's URL (query included);
+    # the one error line says how many attempts failed and why.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     columns = tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
     request = TokenizeRequest(args.dataset, columns)
     try:
@@ -96,14 +110,116 @@ def _exit_code(error: BaseException) -> int:
     return EXIT_USAGE if isinstance(error, (ConfigError, InvalidDatasetError)) else EXIT_FAILED
 
 
-def _graph(section: dict) -> "DataHubGraph":
-    """The DataHub client of the YAML's ``datahub:`` section (as the actions CLI builds it)."""
+def _version() -> str:
+    try:
+        return importlib.metadata.version("datahub-tokenize-action")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown (not installed)"
+
+
+def _graph(section: dict) -> "_DataHub":
+    """The DataHub client of the YAML's ``datahub:`` section (as the actions CLI builds it),
+    with bounded defaults for ``timeout_sec`` and ``retry_max_times`` (DATAHUB_DEFAULTS)."""
     from datahub.ingestion.graph.client import DatahubClientConfig, DataHubGraph
 
+    defaults = dict(DATAHUB_DEFAULTS)
+    if os.environ.get("DATAHUB_REST_EMITTER_DEFAULT_RETRY_MAX_TIMES"):  # the client's own knob, if set
+        defaults.pop("retry_max_times")
     try:
-        return DataHubGraph(DatahubClientConfig.model_validate(section))
+        config = DatahubClientConfig.model_validate({**defaults, **section})
+    except ValidationError as e:
+        raise ConfigError(validation_problems(e, DatahubClientConfig, "datahub")) from None
     except ValueError as e:
-        raise ConfigError(f"invalid `datahub:` section: {e}") from None
+        raise ConfigError(f"datahub: {first_line(e)}") from None
+    return _DataHub(DataHubGraph(config), config)
+
+
+class _DataHub:
+    """The graph calls the run makes, with each failure said in one line that names the server
+    (masked) and what to do. After DataHub proved unreachable once, later calls fail at once
+    with the same message instead of waiting out the timeouts again."""
+
+    def __init__(self, graph: Any, config: Any) -> None:
+        self._graph = graph
+        self._config = config
+        self.server = mask_server_url(config.server)
+        self._unreachable: str | None = None
+
+    def get_aspect(self, entity_urn: str, aspect_type: type) -> object | None:
+        return self._call(self._graph.get_aspect, entity_urn, aspect_type)
+
+    def emit_mcps(self, mcps: Sequence[object]) -> object:
+        return self._call(self._graph.emit_mcps, mcps)
+
+    def _call(self, method: Any, *args: Any) -> Any:
+        if self._unreachable is not None:
+            raise DataHubError(self._unreachable)
+        started = time.monotonic()
+        try:
+            return method(*args)
+        except Exception as e:
+            message, unreachable = self._explain(e, time.monotonic() - started)
+            if unreachable:  # said in full once; the run's later calls refer to it
+                self._unreachable = f"DataHub at {self.server} is unreachable (as said above)"
+            raise DataHubError(message) from None
+
+    def _explain(self, error: BaseException, elapsed: float) -> tuple[str, bool]:
+        """(one line, whether DataHub is unreachable) for a failed call."""
+        import requests
+
+        chain = list(_causes(error))
+        names = {type(c).__name__ for c in chain}
+        where = f"DataHub at {self.server}"
+        attempts = f"{(self._config.retry_max_times or 0) + 1} attempts in {elapsed:.0f}s"
+        status = next((c.response.status_code for c in chain
+                       if isinstance(c, requests.HTTPError) and c.response is not None), None)
+        if status == 401:
+            return (f"{where} answered HTTP 401 Unauthorized: `datahub.token` is missing, wrong or expired; "
+                    "set a valid access token"), False
+        if status == 403:
+            return (f"{where} answered HTTP 403 Forbidden: the token's user may not read or edit this "
+                    "dataset's metadata; grant it the privilege or use another token"), False
+        if status is not None:
+            return f"{where} answered HTTP {status}", False
+        if names & {"NameResolutionError", "gaierror"}:
+            host = urllib.parse.urlsplit(self._config.server).hostname
+            return f"{where} cannot be found: the host name {host} does not resolve ({attempts})", True
+        if names & {"ConnectionRefusedError"}:
+            return f"{where} refused the connection: nothing listens there ({attempts})", True
+        if names & {"ReadTimeoutError", "ConnectTimeoutError", "ReadTimeout", "ConnectTimeout", "TimeoutError",
+                    "timeout"}:
+            return (f"{where} did not answer within {self._config.timeout_sec:g}s ({attempts}); "
+                    "if it is only slow, raise `datahub.timeout_sec`"), True
+        if names & {"SSLError", "SSLCertVerificationError"}:
+            return f"{where}: TLS failed ({first_line(chain[-1])[:120]}); check `datahub.ca_certificate_path`", True
+        if isinstance(error, requests.ConnectionError):
+            return f"{where} is unreachable: {first_line(chain[-1])[:120]} ({attempts})", True
+        return f"{where}: {type(error).__name__}: {first_line(error)[:150]}", False
+
+
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def mask_server_url(url: str) -> str:
+    """``url`` without user info and with every query value masked."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<the configured server>"
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    if parts.username or parts.password:
+        netloc = "***@" + netloc
+    query = "&".join(f"{k}=***" for k, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

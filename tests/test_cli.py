@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -202,3 +206,126 @@ def test_a_url_whose_password_holds_an_at_sign_is_refused_without_showing_any_of
     assert proc.returncode == 2
     assert "more than one '@'" in proc.stderr and "`password:`" in proc.stderr
     assert "secret" not in proc.stdout + proc.stderr and "TAIL" not in proc.stdout + proc.stderr
+
+
+# What a new user meets first: --version, config mistakes and an unreachable DataHub, each one
+# line on stderr that says where and what to do. None of these needs a database.
+
+DATASET = "urn:li:dataset:(urn:li:dataPlatform:postgres,appdb.public.t,PROD)"
+NO_DB_ENV = {"PG_PASSWORD": PASSWORD, "PG_HOSTPORT": "127.0.0.1:1", "TOKENIZE_HMAC_KEY": KEY}
+
+
+def _run_config(tmp_path, text, *extra, env=None):
+    config = tmp_path / "tokenize.yaml"
+    config.write_text(text)
+    started = time.monotonic()
+    proc = run_cli(["run", "-c", str(config), "--dataset", DATASET, "-q", *extra],
+                   {**os.environ, **NO_DB_ENV, **(env or {})})
+    return config, proc, time.monotonic() - started
+
+
+def _one_error_line(proc) -> str:
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("datahub-tokenize: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stderr[len("datahub-tokenize: error: "):].rstrip("\n")
+
+
+def test_version_prints_the_package_version_and_exits_zero():
+    import importlib.metadata
+
+    proc = subprocess.run([*_cli(), "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"datahub-tokenize {importlib.metadata.version('datahub-tokenize-action')}"
+
+
+def test_a_yaml_syntax_error_is_one_line_naming_the_file_line_and_column(tmp_path):
+    config, proc, _ = _run_config(tmp_path, YAML.replace("      type: hmac\n", "      type: hmac: x\n"), "--columns", "e")
+    assert proc.returncode == 2
+    assert _one_error_line(proc) == f"{config}:8:17: YAML syntax error: mapping values are not allowed here; fix the file"
+
+
+def test_a_misspelt_key_is_one_line_naming_its_path_and_the_key_it_probably_meant(tmp_path):
+    config, proc, _ = _run_config(tmp_path, YAML + "    run:\n      batch_sise: 5\n", "--columns", "e")
+    assert proc.returncode == 2
+    assert _one_error_line(proc) == f"{config}: action.config.run.batch_sise: unknown key; did you mean batch_size?"
+
+
+def test_a_bad_value_in_the_datahub_section_names_its_path(tmp_path):
+    _, proc, _ = _run_config(tmp_path, YAML + "datahub:\n  server: http://127.0.0.1:1\n  timeout_sec: soon\n")
+    assert proc.returncode == 2
+    assert _one_error_line(proc).startswith("datahub.timeout_sec: expected a valid number")
+
+
+def test_the_datahub_client_gets_a_bounded_timeout_and_retries_unless_the_yaml_sets_them():
+    from datahub_tokenize_action.cli import DATAHUB_DEFAULTS, _graph
+
+    config = _graph({"server": "http://127.0.0.1:1"})._config
+    assert (config.timeout_sec, config.retry_max_times) == (DATAHUB_DEFAULTS["timeout_sec"],
+                                                            DATAHUB_DEFAULTS["retry_max_times"]) == (10, 2)
+    config = _graph({"server": "http://127.0.0.1:1", "timeout_sec": 60, "retry_max_times": 5})._config
+    assert (config.timeout_sec, config.retry_max_times) == (60, 5)
+
+
+def _silent_server():
+    """A socket that accepts connections and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _answering(status):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            body = b'{"message": "Unauthorized"}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.mark.parametrize("case", ["refused", "dns", "no answer"])
+def test_an_unreachable_datahub_fails_within_the_bound_with_one_line_naming_the_server(tmp_path, case):
+    extra, sock = "", None
+    if case == "refused":  # the CLI's defaults: 3 attempts, 0 + 4 s of backoff
+        server, expected, bound = "http://127.0.0.1:1", "refused the connection", 30
+    elif case == "dns":
+        server, expected, bound = "http://gms-Secret@datahub-gms.invalid:8080", "the host name datahub-gms.invalid does not resolve", 30
+    else:  # the YAML's own bound: 2 attempts of 1 s
+        sock, server = _silent_server()
+        extra, expected, bound = "  timeout_sec: 1\n  retry_max_times: 1\n", "did not answer within 1s (2 attempts", 30
+    try:
+        _, proc, elapsed = _run_config(tmp_path, YAML + f"datahub:\n  server: {server}\n{extra}")
+    finally:
+        if sock is not None:
+            sock.close()
+    assert proc.returncode == 1
+    line = _one_error_line(proc)
+    assert elapsed < bound
+    assert expected in line and "check `datahub.server` and that DataHub is up" in line
+    assert f"DataHub at {server.replace('gms-Secret@', '***@')} " in line and "Secret" not in line
+
+
+@pytest.mark.parametrize("status, expected", [
+    (401, "answered HTTP 401 Unauthorized: `datahub.token` is missing, wrong or expired"),
+    (403, "answered HTTP 403 Forbidden: the token's user may not read or edit"),
+])
+def test_a_refused_token_says_so_in_one_line(tmp_path, status, expected):
+    server, url = _answering(status)
+    try:
+        _, proc, _ = _run_config(tmp_path, YAML + f"datahub:\n  server: {url}\n  token: tok-Secret\n")
+    finally:
+        server.shutdown()
+    assert proc.returncode == 1
+    line = _one_error_line(proc)
+    assert f"DataHub at {url} {expected}" in line and "Secret" not in line

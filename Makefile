@@ -70,3 +70,11 @@ e2e: venv
 # Stops the stack and removes its volumes (the generated .env stays; delete it for new secrets).
 down:
 	$(COMPOSE) down -v
+
+# The stock actions image's Python env (acryl-datahub[base,s3,gcs,abs] + acryl-datahub-actions[all],
+# uv, Python 3.11, no constraints of ours) for the oldest and newest DataHub release we support:
+# our install must change none of its packages, pass pip check and the extras' requirements,
+# load the `tokenize` plugin, and the whole test suite must pass there. See .ci/image_env.py.
+.PHONY: image-compat
+image-compat: venv postgres
+	$(PYTHON) .ci/image_env.py

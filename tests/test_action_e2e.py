@@ -249,3 +249,24 @@ def test_the_stock_datahub_actions_cli_runs_the_shipped_config(stack, pg):
     tok = SHIPPED_TOKENIZER
     assert pg.rows(name)[0][1] == tok.tokenize("alice@example.com")
     assert HMAC_KEY not in out and "unused-under-trust-auth" not in out
+
+
+@pytest.mark.parametrize("token", [None, "eyJ-personal-access-token"])
+def test_the_shipped_config_reaches_datahub_with_the_stock_containers_variables(stack, pg, gms_server, monkeypatch,
+                                                                               token):
+    # What the acryldata/datahub-actions container sets: the GMS address in parts and the
+    # system client's credentials, never DATAHUB_GMS_URL. A token, when given, wins.
+    gms = sa.make_url(gms_server.url)
+    monkeypatch.delenv("DATAHUB_GMS_URL")
+    for k, v in {"DATAHUB_GMS_PROTOCOL": "http", "DATAHUB_GMS_HOST": gms.host, "DATAHUB_GMS_PORT": str(gms.port),
+                 "DATAHUB_SYSTEM_CLIENT_ID": "__datahub_system", "DATAHUB_SYSTEM_CLIENT_SECRET": "s3cret-system"}.items():
+        monkeypatch.setenv(k, v)
+    if token:
+        monkeypatch.setenv("DATAHUB_GMS_TOKEN", token)
+    name, urn = stack.table()
+    with running_pipeline(stack.pipeline_config()):
+        stack.dataset_tag(urn)
+        [record] = stack.wait_runs(urn, 1)
+    assert record["status"] == "SUCCESS" and record["counts"]["rows_updated"] == 2
+    sent = {r.headers.get("Authorization") for r in gms_server.requests()}
+    assert sent == {f"Bearer {token}" if token else "Basic __datahub_system:s3cret-system"}

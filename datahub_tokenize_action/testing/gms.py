@@ -43,6 +43,7 @@ fast, single failure, or build the client with ``retry_max_times=0``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -99,6 +100,7 @@ class RecordedRequest:
     query: Dict[str, List[str]]
     json: Any
     status: int
+    headers: Dict[str, str] = dataclasses.field(default_factory=dict, repr=False)  # may hold credentials
 
     @property
     def ok(self) -> bool:
@@ -278,7 +280,7 @@ class RecordingGms(LoopbackHttpServer):
                     f"recording GMS has no route for {request.method} {request.path}"
                 )
             recorded = RecordedRequest(
-                request.method, request.path, request.query, request.json, response.status
+                request.method, request.path, request.query, request.json, response.status, request.headers
             )
             self._requests.append(recorded)
             if not known:

@@ -105,7 +105,10 @@ def tokenize_dataset(config: TokenizeConfig, request: TokenizeRequest, *, graph:
         # The caller reports it (the CLI on stderr, the pipeline when the action raises).
         logger.info("%s: FAILED: %s", request.dataset_urn, e)
         outcome = Outcome(failed_result(request, e, dry_run=dry_run, started_at=started_at), detached(e))
-    if graph is not None and write_back and config.write_back.enabled and not dry_run:
+    # A run that failed talking to DataHub is not recorded there: the write-back would meet
+    # the same failure and say it twice (the pipeline's retry or the user runs it again).
+    failed_on_datahub = isinstance(outcome.error, DataHubError)
+    if graph is not None and write_back and config.write_back.enabled and not dry_run and not failed_on_datahub:
         what = "SUCCESS" if outcome.error is None else f"FAILED ({outcome.error})"
         try:
             with _datahub(f"dataset {request.dataset_urn}: the run ended {what}, but recording that in DataHub"):
@@ -120,6 +123,9 @@ def _datahub(doing: str) -> Iterator[None]:
     """Turn any failure talking to DataHub inside the block into a DataHubError."""
     try:
         yield
+    except DataHubError as e:  # already one line that names the server and the cause
+        raise DataHubError(f"{doing} failed: {e}; run again once DataHub answers (values already tokens are "
+                           "skipped)") from e
     except Exception as e:
         raise DataHubError(
             f"{doing} failed: {type(e).__name__}: {first_line(e)[:300]}; check `datahub.server` and that "

@@ -402,10 +402,10 @@ class PostgresTokenizer(WarehouseTokenizer):
         execute(f"ALTER TABLE {stage_name} " + ", ".join(f"ALTER COLUMN {k} SET STATISTICS 10" for k in key_stage_cols))
         analyze_sql = f"ANALYZE {stage_name} ({', '.join(key_stage_cols)})"
         stage = sa.table(stage_name, *(sa.column(c) for c in stage_cols))
-        update, skipped_query = self._checked(target, stage), self._skipped(target, stage)
-        # Only these can skip a row's update; without them, a staged row an apply did not
-        # update was changed (or deleted and inserted again) by another writer meanwhile.
-        skipping_triggers = conn.execute(sa.text(
+        # Only BEFORE UPDATE row triggers can change what an UPDATE stores (rewrite a token) or
+        # skip a row's update; without one, a staged row an apply did not update, or whose
+        # stored value is not the token written, was changed by another writer meanwhile.
+        before_triggers = conn.execute(sa.text(
             "SELECT string_agg(format('%I on %s', t.tgname, t.tgrelid::regclass), ', ' "
             " ORDER BY t.tgrelid::regclass::text, t.tgname) "
             "FROM pg_trigger t WHERE (t.tgrelid = CAST(:t AS regclass) "
@@ -413,6 +413,13 @@ class PostgresTokenizer(WarehouseTokenizer):
             "AND NOT t.tgisinternal AND t.tgenabled IN ('O', 'A') "
             "AND t.tgtype & 19 = 19"  # ROW (1) | BEFORE (2) | UPDATE (16)
         ), {"t": source}).scalar_one()
+        # With such a trigger a row is updated only if every column it stages still holds the
+        # plaintext read (whole-row compare-and-set), so a stored value that is not the token
+        # written can only be the trigger's doing. Without one, each column is compared on its
+        # own, and a column another writer changed is left while the others are tokenized.
+        whole_row = bool(before_triggers)
+        update = self._checked(target, stage, whole_row=whole_row)
+        skipped_query = self._skipped(target, stage, whole_row=whole_row)
         copy_sql = f"COPY {stage_name} ({', '.join(stage_cols)}) FROM STDIN"
         apply_every = 1 if self.options.commit_every_batch else self.APPLY_EVERY_ROWS
         applied_once = False
@@ -444,25 +451,27 @@ class PostgresTokenizer(WarehouseTokenizer):
             # Fewer rows than staged: another writer changed some since they were read (left
             # as it wrote them), or a trigger skipped them; only then is it worth a look.
             skipped = 0
-            if updated < staged and skipping_triggers:
+            if updated < staged and before_triggers:
                 skipped = conn.execute(skipped_query, bounds).scalar_one()
             changed_meanwhile += staged - updated - skipped
             if skipped:
                 raise TokenRewrittenError(
                     f"dataset {target.ref.dataset_urn}: {skipped:,} row(s) of {target.ref.name} were not "
                     f"updated though they still hold the plaintext read from {', '.join(target.columns)}: a "
-                    f"BEFORE UPDATE trigger returning NULL skips them ({skipping_triggers}), and the run "
+                    f"BEFORE UPDATE trigger returning NULL skips them ({before_triggers}), and the run "
                     "would report them as tokenized (unless another writer deleted and inserted them "
                     "again meanwhile: then a retry passes). " + what_to_do
                 )
-            if rewritten:
+            if rewritten and before_triggers:
                 raise TokenRewrittenError(
                     f"dataset {target.ref.dataset_urn}: {rewritten:,} row(s) of {target.ref.name} did not "
                     f"keep the token written to {', '.join(target.columns)}: a trigger on the table "
-                    "rewrites the value (e.g. lower() on an email), which would leave wrong tokens that "
-                    "the next run skips as done (or, rarely, another writer changed the row meanwhile). "
-                    + what_to_do
+                    f"({before_triggers}) rewrites the value (e.g. lower() on an email), which would leave "
+                    "wrong tokens that the next run skips as done. " + what_to_do
                 )
+            # No trigger: rows where another writer changed some of the columns since they were
+            # read; those columns were left as it wrote them, the others tokenized.
+            changed_meanwhile += rewritten
             execute(f"TRUNCATE {stage_name}")
             staged = 0
             applied_once = True
@@ -506,56 +515,73 @@ class PostgresTokenizer(WarehouseTokenizer):
                 execute(f"DROP TABLE IF EXISTS pg_temp.{stage_name}")
 
     @classmethod
-    def _checked(cls, target: WriteTarget, stage: sa.TableClause) -> sa.Select[Any]:
-        """The apply ``UPDATE`` in a CTE; the rows it updated, and of those the rows whose
-        stored value is not the token written (``RETURNING`` shows the row after BEFORE
-        triggers): 0 unless a trigger rewrites tokens, or (in a run of several columns)
-        another writer changed one of them since it was read, which the compare-and-set
-        then kept."""
+    def _checked(cls, target: WriteTarget, stage: sa.TableClause, *, whole_row: bool = False) -> sa.Select[Any]:
+        """The apply ``UPDATE`` in a CTE; the rows it updated, and of those the rows where a
+        column it staged a token for does not hold that token (``RETURNING`` shows the row
+        after BEFORE triggers). With ``whole_row`` every staged column of an updated row was
+        written, so those rows are a trigger rewriting tokens; without, they are rows where
+        another writer changed some column since it was read, which the compare-and-set left."""
         t = target.table
-        # As text in the "C" collation: citext or a case-insensitive collation would find
-        # lower(token) equal to the token.
+        # Exactly, as text in the "C" collation: citext or a case-insensitive collation would
+        # find lower(token) equal to the token.
         rewritten = sa.or_(*(
-            sa.and_(stage.c[f"t{i}"].is_not(None),
-                    sa.cast(t.c[c], sa.Text).collate("C").is_distinct_from(stage.c[f"t{i}"]))
+            sa.and_(stage.c[f"t{i}"].is_not(None), _exact(t.c[c]).is_distinct_from(stage.c[f"t{i}"]))
             for i, c in enumerate(target.columns)
         ))
-        applied = cls._update_from(target, stage).returning(rewritten.label("rewritten")).cte("applied")
+        applied = cls._update_from(target, stage, whole_row=whole_row).returning(rewritten.label("rewritten")).cte("applied")
         return sa.select(sa.func.count(), sa.func.count().filter(applied.c.rewritten)).select_from(applied)
 
     @staticmethod
-    def _matching(target: WriteTarget, stage: sa.TableClause) -> tuple[list[sa.ColumnElement[bool]], list[sa.ColumnElement[bool]]]:
+    def _matching(target: WriteTarget, stage: sa.TableClause, *, whole_row: bool = False,
+                  ) -> tuple[list[sa.ColumnElement[bool]], list[sa.ColumnElement[bool]]]:
         """Per column, "the row still holds the plaintext read, and it has a token"; and the
         join of the table to the stage on the key, bounded by the staged key range
         (parameters ``lo_i``/``hi_i``; the bound only narrows the scan: every staged row
-        lies inside it)."""
+        lies inside it), plus, with ``whole_row``, "every column with a token still holds
+        its plaintext".
+
+        The plaintext is compared exactly as stored, byte for byte (text in the "C"
+        collation): citext, a case-insensitive collation or a domain over them would take a
+        value another writer changed only in case (or accents) for the plaintext read, and
+        store the token of a value the row no longer holds. ``char(n)`` compares without its
+        padding, as its own ``=`` does (``::text`` drops trailing spaces on both sides)."""
         t = target.table
-        still_plain = [sa.and_(stage.c[f"t{i}"].is_not(None), t.c[c] == stage.c[f"p{i}"])
+        still_plain = [sa.and_(stage.c[f"t{i}"].is_not(None), _exact(t.c[c]) == _exact(stage.c[f"p{i}"]))
                        for i, c in enumerate(target.columns)]
         key_cols = [t.c[k] for k in target.key]
         in_range = sa.tuple_(*key_cols).between(
             sa.tuple_(*(sa.bindparam(f"lo_{i}", type_=col.type) for i, col in enumerate(key_cols))),
             sa.tuple_(*(sa.bindparam(f"hi_{i}", type_=col.type) for i, col in enumerate(key_cols))),
         )
-        return still_plain, [*(col == stage.c[f"k{i}"] for i, col in enumerate(key_cols)), in_range]
+        join = [*(col == stage.c[f"k{i}"] for i, col in enumerate(key_cols)), in_range]
+        if whole_row and len(target.columns) > 1:
+            join += [sa.or_(stage.c[f"t{i}"].is_(None), plain) for i, plain in enumerate(still_plain)]
+        return still_plain, join
 
     @classmethod
-    def _update_from(cls, target: WriteTarget, stage: sa.TableClause) -> sa.Update:
+    def _update_from(cls, target: WriteTarget, stage: sa.TableClause, *, whole_row: bool = False) -> sa.Update:
         """``UPDATE t SET c = CASE <still the plaintext read> THEN token ELSE c END FROM stage``,
         joined on the key within the staged key range."""
         t = target.table
-        still_plain, join = cls._matching(target, stage)
+        still_plain, join = cls._matching(target, stage, whole_row=whole_row)
         values = {c: sa.case((plain, stage.c[f"t{i}"]), else_=t.c[c])
                   for i, (c, plain) in enumerate(zip(target.columns, still_plain))}
         return sa.update(t).values(values).where(*join, sa.or_(*still_plain))
 
     @classmethod
-    def _skipped(cls, target: WriteTarget, stage: sa.TableClause) -> sa.Select[Any]:
-        """After an apply: staged rows that still hold a plaintext they were read with. The
-        apply updated every such row, unless something skipped it (a BEFORE UPDATE trigger
-        returning NULL); rows another writer changed meanwhile no longer hold it."""
-        still_plain, join = cls._matching(target, stage)
+    def _skipped(cls, target: WriteTarget, stage: sa.TableClause, *, whole_row: bool = False) -> sa.Select[Any]:
+        """After an apply: staged rows the apply would still update (they hold the plaintext
+        they were read with). The apply updated every such row, unless something skipped it
+        (a BEFORE UPDATE trigger returning NULL); rows another writer changed meanwhile no
+        longer hold it."""
+        still_plain, join = cls._matching(target, stage, whole_row=whole_row)
         return sa.select(sa.func.count()).select_from(target.table).where(*join, sa.or_(*still_plain))
+
+
+def _exact(value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """``value`` as text in the "C" collation, whose ``=`` compares bytes whatever the
+    column's type or collation."""
+    return sa.cast(value, sa.Text).collate("C")
 
 
 def _bounds(prefix: str, key: tuple[Any, ...]) -> dict[str, Any]:

@@ -166,6 +166,14 @@ class _Counts:
     rows_scanned: int = 0
     rows_updated: int = 0
     tokenized: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: With ``commit_every_batch``: what the batches committed so far hold (what a failed
+    #: run leaves tokenized).
+    committed_rows: int = 0
+    committed_tokenized: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def committed(self) -> dict[str, Any]:
+        """The committed counts as ``TokenizeResult`` fields (``rows_updated``, ``values_tokenized``)."""
+        return {"rows_updated": self.committed_rows, "values_tokenized": dict(self.committed_tokenized)}
 
 
 class WarehouseTokenizer(abc.ABC):
@@ -595,6 +603,8 @@ class WarehouseTokenizer(abc.ABC):
         run_id = uuid.uuid4().hex
         columns = tuple(dict.fromkeys(columns))
         progress = _Progress(ref.name, self.options.progress_interval_s, dry_run)
+        counts = _Counts(tokenized={c: 0 for c in columns}, committed_tokenized={c: 0 for c in columns})
+        commits_batches = self.options.commit_every_batch and not dry_run
         with progress.heartbeat(), self._connect(ref) as conn:
             try:
                 progress.step("reading the table's columns and keys")
@@ -610,14 +620,19 @@ class WarehouseTokenizer(abc.ABC):
                     self._check_widths(target, stats)
                     if int(stats.rows_to_change) and not dry_run:
                         self.check_guard(conn, target, with_token=True)
-                    counts = self._loop(conn, target, int(stats.rows_to_change), dry_run, progress)
+                    self._loop(conn, target, int(stats.rows_to_change), dry_run, progress, counts)
                     if dry_run:
                         conn.rollback()
                     else:
                         progress.step("committing")
                         conn.commit()
-            except TokenizeError:
+            except TokenizeError as e:
                 conn.rollback()
+                if commits_batches:
+                    e.committed_counts = counts.committed()  # type: ignore[attr-defined]
+                    if counts.committed_rows:
+                        e.args = (f"{e}; batches committed before the failure stay tokenized "
+                                  f"({_committed_text(counts)})",)
                 raise
             except Exception as e:
                 driver_error = e.orig if isinstance(e, sa.exc.DBAPIError) else e
@@ -631,10 +646,15 @@ class WarehouseTokenizer(abc.ABC):
                     + ("; nothing was changed (a dry run)" if dry_run
                        else "; nothing was changed (the run's transaction was rolled back)"
                        if self.supports_transactions and not self.options.commit_every_batch
+                       else f"; batches committed before the failure stay tokenized ({_committed_text(counts)}): "
+                       "once the cause is fixed, run again to finish (values already tokens are skipped)"
+                       if commits_batches
                        else "; batches written before the failure (if any) stay tokenized: once the "
                        "cause is fixed, run again to finish (values already tokens are skipped)")
                 )
                 error.permanent = self.is_permanent(driver_error)
+                if commits_batches:
+                    error.committed_counts = counts.committed()  # type: ignore[attr-defined]
                 raise error from None
         elapsed = time.monotonic() - started
         result = TokenizeResult(
@@ -670,7 +690,7 @@ class WarehouseTokenizer(abc.ABC):
         return result
 
     def _loop(self, conn: Connection, target: WriteTarget, expected: int, dry_run: bool,
-              progress: _Progress) -> _Counts:
+              progress: _Progress, counts: _Counts) -> None:
         """Read, tokenize and write in keyset batches.
 
         With ``supports_pipelined_reads`` (and not a dry run) pages are read on a second
@@ -682,9 +702,8 @@ class WarehouseTokenizer(abc.ABC):
         t = target.table
         nkey = len(target.key)
         key_cols = [t.c[k] for k in target.key]
-        counts = _Counts(tokenized={c: 0 for c in target.columns})
         if expected == 0:
-            return counts  # the stats scan found nothing to tokenize
+            return  # the stats scan found nothing to tokenize
         values = [self.value_of(target, c) for c in target.columns]
         guard = sa.or_(*(self.holds_plaintext(v) for v in values))
         keys = [self.key_of(target, k) for k in target.key]
@@ -695,10 +714,14 @@ class WarehouseTokenizer(abc.ABC):
         in_flight = max(1, self.MAX_ROWS_IN_FLIGHT // batch_size)
         last_key: tuple[Any, ...] | None = None
 
-        def send(thunk: Callable[[], None]) -> None:
+        def send(thunk: Callable[[], None], rows: int, tokenized: dict[str, int]) -> None:
             thunk()
             if commit_each:
                 conn.commit()
+                # Counted once committed: what a run that fails later leaves tokenized.
+                counts.committed_rows += rows
+                for name, n in tokenized.items():
+                    counts.committed_tokenized[name] += n
 
         progress.rows(expected)
         writer: ContextManager[BatchWriter | None] = (
@@ -716,15 +739,17 @@ class WarehouseTokenizer(abc.ABC):
                         if not rows:
                             break
                         last_key = tuple(rows[-1][:nkey])
+                        before = dict(counts.tokenized)
                         batch, changed_rows = self._tokenize_batch(target, rows, nkey, dry_run, counts)
+                        made = {c: counts.tokenized[c] - before[c] for c in target.columns}
                         while pending and (pending[0].done() or len(pending) >= in_flight):
                             pending.popleft().result()  # written, or its error raised here
                         if write is not None and changed_rows:
                             thunk = write(batch)
                             if pool is not None:
-                                pending.append(pool.submit(send, thunk))
+                                pending.append(pool.submit(send, thunk, changed_rows, made))
                             else:
-                                send(thunk)
+                                send(thunk, changed_rows, made)
                         counts.rows_scanned += len(rows)
                         counts.rows_updated += changed_rows
                         progress.update(counts.rows_scanned)
@@ -741,7 +766,6 @@ class WarehouseTokenizer(abc.ABC):
                     for future in pending:
                         if not future.cancelled():
                             future.exception()  # never leave the writer running on ``conn``
-        return counts
 
     @staticmethod
     def _fetch(conn: Connection, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
@@ -820,6 +844,11 @@ class WarehouseTokenizer(abc.ABC):
                 "recognise; the next run would tokenize that token again. Fix the tokenizer plugin"
             )
         return made
+
+
+def _committed_text(counts: _Counts) -> str:
+    return (f"{counts.committed_rows:,} row(s) updated, "
+            f"{sum(counts.committed_tokenized.values()):,} value(s) tokenized")
 
 
 @contextlib.contextmanager

@@ -92,9 +92,11 @@ def test_commit_every_batch_keeps_finished_batches_and_a_second_run_completes_th
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(100))
     _fail_on_row(pg, table, 25)
     config = pg.config(batch_size=10, commit_every_batch=True)
-    with pytest.raises(WarehouseWriteError, match=r"injected failure at row 25; batches written before the failure "
-                       r"\(if any\) stay tokenized: once the cause is fixed, run again"):
+    with pytest.raises(WarehouseWriteError, match=r"injected failure at row 25; batches committed before the failure "
+                       r"stay tokenized \(20 row\(s\) updated, 20 value\(s\) tokenized\): once the cause is fixed, "
+                       "run again") as err:
         run_request(config, TokenizeRequest(pg.urn(table), ("email",)))
+    assert err.value.committed_counts == {"rows_updated": 20, "values_tokenized": {"email": 20}}
     tok = config.build_tokenizer()
     rows = pg.rows(table)
     assert all(tok.is_token(v) for _, v in rows[:20]) and not any(tok.is_token(v) for _, v in rows[20:])

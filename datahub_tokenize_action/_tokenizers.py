@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
+import collections
 import hashlib
 import importlib.metadata
 import math
@@ -172,8 +173,13 @@ class HmacTokenizer(Tokenizer):
     class Config(ConfigModel):
         key: SecretStr = Field(
             description="The HMAC key (at least 16 characters; 32 random bytes, base64 encoded, "
-            "is a good choice). Keep it in a secret store and pass it in through an environment "
-            "variable: whoever holds it can confirm guesses of plaintext values.",
+            "is a good choice: `openssl rand -base64 32`). Keep it in a secret store and pass it in "
+            "through an environment variable: whoever holds it can confirm guesses of plaintext "
+            "values. A key that looks typed or repeated is refused: it needs at least 8 distinct "
+            "characters and an estimated 48 bits (the Shannon entropy of its character frequencies "
+            "times its length; 16 repeated letters have 0, a 16-character random base64 string "
+            "about 58, `openssl rand -base64 32` about 200). The estimate cannot tell a random key "
+            "from a guessable phrase of varied characters: generate keys, do not write them.",
         )
         key_id: str | None = Field(
             default=None,
@@ -185,10 +191,21 @@ class HmacTokenizer(Tokenizer):
         @field_validator("key")
         @classmethod
         def _key_long_enough(cls, v: SecretStr) -> SecretStr:
-            if len(v.get_secret_value()) < 16:
+            key = v.get_secret_value()
+            if len(key) < 16:
                 raise ValueError(
                     "the hmac key is shorter than 16 characters; generate one with "
                     "`openssl rand -base64 32` and pass it in an environment variable"
+                )
+            distinct, bits = key_strength(key)
+            if distinct < MIN_KEY_DISTINCT_CHARS or bits < MIN_KEY_ENTROPY_BITS:
+                # Only counts: never the key, nor which characters repeat.
+                raise ValueError(
+                    f"tokenizer.key has too little entropy for HMAC ({distinct} distinct characters, "
+                    f"about {bits:.0f} bits estimated; at least {MIN_KEY_DISTINCT_CHARS} distinct "
+                    f"characters and {MIN_KEY_ENTROPY_BITS} bits are needed): it looks typed or "
+                    "repeated, not random. Generate one with `openssl rand -base64 32` and pass it "
+                    "in an environment variable"
                 )
             return v
 
@@ -255,6 +272,24 @@ class HmacTokenizer(Tokenizer):
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+#: An hmac key needs at least this many distinct characters ...
+MIN_KEY_DISTINCT_CHARS = 8
+#: ... and this many bits by ``key_strength``'s estimate (a 16-character random base64 key
+#: has about 58; `openssl rand -base64 32` about 200; 16 repeated letters 0).
+MIN_KEY_ENTROPY_BITS = 48
+
+
+def key_strength(key: str) -> tuple[int, float]:
+    """(distinct characters, estimated bits) of ``key``: the Shannon entropy of its character
+    frequencies times its length. It catches keys that are typed or repeated
+    (``aaaaaaaaaaaaaaaa``, ``passwordpassword``), not every guessable one: a key should be
+    random bytes, e.g. `openssl rand -base64 32`."""
+    counts = collections.Counter(key)
+    n = len(key)
+    bits = max(0.0, -sum(c * math.log2(c / n) for c in counts.values())) if n else 0.0
+    return len(counts), bits
+
 
 def available_tokenizers() -> dict[str, importlib.metadata.EntryPoint]:
     """The installed tokenizer plugins, by type name."""

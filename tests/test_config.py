@@ -171,6 +171,13 @@ def test_several_problems_are_joined_on_one_line():
                        "action.config.trigger_tags: unknown key; did you mean trigger_tag?")
 
 
+def test_a_low_entropy_hmac_key_is_refused_at_the_tokenizer_key_with_what_to_do():
+    message = _one_line_error({"connections": [PG], "tokenizer": {"type": "hmac", "key": "x" * 16}})
+    assert message.startswith("action.config.tokenizer: tokenizer 'hmac': key: ")
+    assert "tokenizer.key has too little entropy" in message and "openssl rand -base64 32" in message
+    assert "x" * 16 not in message
+
+
 def test_a_tokenizer_that_refuses_its_options_is_reported_at_the_tokenizer_key():
     message = _one_line_error({"connections": [PG], "tokenizer": {"type": "hmac", "key": "short-Secret"}})
     assert message.startswith("action.config.tokenizer: tokenizer 'hmac': key: the hmac key is shorter")

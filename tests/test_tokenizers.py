@@ -81,8 +81,17 @@ def test_the_token_regex_has_no_bounded_repetition_postgres_evaluates_slowly(tok
     assert not re.search(r"\{\d", tokenizer.token_regex)
 
 
+# Keys of 16 or more distinct characters (random text of 16 characters may repeat one
+# character, which the key strength check refuses), in any order, with any text after them.
+strong_keys = st.builds(
+    lambda head, tail: "".join(head) + tail,
+    st.lists(st.characters(exclude_categories=("Cs",)), min_size=16, max_size=40, unique=True),
+    st.text(max_size=160),
+)
+
+
 @settings(PROPERTIES, max_examples=100)
-@given(value=st.text(), key=st.text(min_size=16, max_size=200))
+@given(value=st.text(), key=strong_keys)
 def test_hmac_tokens_are_rfc2104_hmac_sha256_in_base64url(value, key):
     expected = base64.urlsafe_b64encode(hmac.digest(key.encode(), value.encode(), "sha256")).decode().rstrip("=")
     tok = HMAC_CLASS.create({"key": key, "key_id": "k1"})
@@ -108,6 +117,46 @@ def test_hmac_refuses_a_short_key_without_echoing_it():
     with pytest.raises(ConfigError, match="shorter than 16") as info:
         load_tokenizer("hmac", {"key": "short-Secret"})
     assert "short-Secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("key", [
+    "a" * 16,  # the example: one repeated letter
+    "A" * 64,
+    "abababababababab",
+    "passwordpassword",  # 7 distinct characters
+    "0000000011111111222222223333333344444444",  # 5 distinct characters
+])
+def test_hmac_refuses_a_key_with_too_little_entropy_naming_the_setting_and_the_fix(key):
+    with pytest.raises(ConfigError) as info:
+        load_tokenizer("hmac", {"key": key})
+    message = str(info.value)
+    assert "tokenizer.key has too little entropy" in message
+    assert "openssl rand -base64 32" in message
+    assert key not in message and key[:8] not in message
+
+
+@pytest.mark.parametrize("key", [
+    KEY,
+    "test-hmac-key-0123456789abcdef",  # tests/harness.py
+    "demo-only-key-do-not-use-in-production",  # make demo
+    "0123456789abcdefgh",  # tests/test_config.py
+    "cli-hmac-key-Secret-0123456789",  # tests/test_cli.py
+    "deploy-test-hmac-key-0123456789",  # tests/test_deploy.py
+    "benchmark-hmac-key-0123456789abcdef",  # benchmarks/
+    "REPLACE-with-openssl-rand-base64-32",  # the Helm secret's placeholder (accepted: it is long and varied)
+    "q3J+0xk1VbW9o2cY5nZ8Hf/LrA4dT7eP6sGmUiKjQwE=",  # `openssl rand -base64 32`
+    "3f9a0c1b7e2d4a6f",  # 16 random hex digits
+])
+def test_hmac_accepts_keys_of_varied_characters(key):
+    assert load_tokenizer("hmac", {"key": key}).key_id
+
+
+def test_the_key_strength_estimate_is_the_shannon_entropy_of_the_characters_times_the_length():
+    from datahub_tokenize_action._tokenizers import key_strength
+
+    assert key_strength("a" * 16) == (1, 0.0)
+    assert key_strength("ab" * 8) == (2, 16.0)
+    assert key_strength("0123456789abcdef") == (16, 64.0)
 
 
 def test_hmac_refuses_unknown_options():

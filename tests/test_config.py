@@ -178,6 +178,15 @@ def test_a_low_entropy_hmac_key_is_refused_at_the_tokenizer_key_with_what_to_do(
     assert "x" * 16 not in message
 
 
+def test_retired_key_ids_are_an_hmac_option_and_checked():
+    config = parse_config({"connections": [PG], "tokenizer": {**TOKENIZER, "key_id": "k2",
+                                                               "retired_key_ids": ["k1", "k2025"]}})
+    assert config.build_tokenizer().key_ids == ("k2", "k1", "k2025")
+    message = _one_line_error({"connections": [PG], "tokenizer": {**TOKENIZER, "key_id": "k2",
+                                                                  "retired_key_ids": ["k2"]}})
+    assert "retired_key_ids lists the current key id 'k2'" in message
+
+
 def test_a_tokenizer_that_refuses_its_options_is_reported_at_the_tokenizer_key():
     message = _one_line_error({"connections": [PG], "tokenizer": {"type": "hmac", "key": "short-Secret"}})
     assert message.startswith("action.config.tokenizer: tokenizer 'hmac': key: the hmac key is shorter")

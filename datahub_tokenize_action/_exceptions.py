@@ -22,6 +22,8 @@ input is permanent, an unreachable warehouse or a held lock is not.
     ├── LockTimeoutError               another run holds the table (transient)
     ├── WarehouseWriteError            the warehouse failed during the run
     └── DataHubError                   DataHub could not be read or written (transient)
+
+    RunInterrupted (a BaseException)   a signal stopped the run (the CLI's SIGTERM/SIGINT)
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "NoConnectionError",
     "NoKeyError",
     "NotDeltaTableError",
+    "RunInterrupted",
     "TableNotFoundError",
     "TokenTooLongError",
     "TokenizeError",
@@ -189,3 +192,17 @@ class DataHubError(TokenizeError):
     later may succeed; a retry changes no more rows, values already tokens are skipped."""
 
     permanent = False
+
+
+class RunInterrupted(BaseException):
+    """A signal (SIGTERM, SIGINT) stopped the run; raised by the CLI's signal handler.
+
+    Like ``KeyboardInterrupt`` it is not an ``Exception``: no ``except Exception`` on the
+    way up takes it for a failure to wrap, report or write back to DataHub, while every
+    layer's cleanup (``finally``, ``except BaseException``: rollback, unlock, dispose) still
+    runs. ``str()`` is the one line to show: the dataset and the state the table is left in.
+    """
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum

@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import urllib.parse
-from typing import Any, Iterator, Sequence
+from types import FrameType
+from typing import Any, Callable, Iterator, Sequence
 
 from pydantic import ValidationError
 
 from ._config import load_pipeline_file, validation_problems
-from ._exceptions import ConfigError, DataHubError, InvalidDatasetError, TokenizeError, first_line
+from . import _runner
+from ._exceptions import ConfigError, DataHubError, InvalidDatasetError, RunInterrupted, TokenizeError, first_line
 from ._request import TokenizeRequest
 from ._result import TokenizeResult
 from ._runner import failed_result, tokenize_dataset
+from ._warehouse import WarehouseTokenizer
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: A run stopped by a signal exits with 128 + the signal's number, as shells report it:
+#: 143 for SIGTERM (Kubernetes, ``docker stop``), 130 for SIGINT (Ctrl-C).
+EXIT_SIGNAL_BASE = 128
 
 #: What the CLI gives DataHub's client when the YAML's `datahub:` section sets neither key.
 #: The client's own defaults (30 s per attempt, 4 retries with 0+4+8+16 s of backoff) let an
@@ -76,17 +85,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_no_tracebacks)
     # The DataHub client's retries log each attempt with the request's URL (query included);
     # the one error line says how many attempts failed and why.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     columns = tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
     request = TokenizeRequest(args.dataset, columns)
+    stop = _Interrupts(request, json_output=args.json, dry_run=args.dry_run)
     try:
-        pipeline = load_pipeline_file(args.config)
-        graph = _graph(pipeline.datahub) if pipeline.datahub and (not args.no_write_back or not columns) else None
-        outcome = tokenize_dataset(pipeline.config, request, graph=graph, dry_run=args.dry_run,
-                                   write_back=not args.no_write_back)
+        return _run(args, request, stop)
+    finally:
+        stop.restore()
+
+
+def _run(args: argparse.Namespace, request: TokenizeRequest, stop: "_Interrupts") -> int:
+    columns = request.columns
+    try:
+        with stop:
+            pipeline = load_pipeline_file(args.config)
+            stop.commit_every_batch = pipeline.config.run.commit_every_batch
+            graph = _graph(pipeline.datahub) if pipeline.datahub and (not args.no_write_back or not columns) else None
+            outcome = tokenize_dataset(pipeline.config, request, graph=graph, dry_run=args.dry_run,
+                                       write_back=not args.no_write_back)
+    except RunInterrupted as e:
+        return stop.report(e)
     except Exception as e:  # the last stop: one line (and one JSON object), never a bare traceback
+        if stop.interrupted is not None:  # the cleanup after the signal failed too: the signal is the news
+            return stop.report(stop.interrupted)
         if not isinstance(e, TokenizeError):
             # Only at debug level: a driver's message can carry SQL parameters (plaintext).
             logger.debug("unexpected error", exc_info=True)
@@ -95,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(failed.to_dict()))
         print(f"datahub-tokenize: error: {failed.error}", file=sys.stderr)
         return _exit_code(e)
+    if stop.interrupted is not None:  # the signal's exception was lost in a cleanup that failed
+        return stop.report(stop.interrupted)
     result = outcome.result.to_dict()
     if isinstance(outcome.error, DataHubError):
         result["write_back_error"] = str(outcome.error)
@@ -103,6 +131,135 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"datahub-tokenize: error: {outcome.error}", file=sys.stderr)
         return _exit_code(outcome.error)
     return EXIT_OK
+
+
+def _no_tracebacks(record: logging.LogRecord) -> bool:
+    """The CLI's log filter: tracebacks only at debug level, and a connection's failed reset
+    only there too. A traceback repeats the run's error in 20 lines, and a driver's one
+    carries the SQL and its parameters (plaintext). SQLAlchemy's pool logs the reset of a
+    connection the server dropped as an ERROR with the traceback of the run's failure; the
+    run's one error line says it already."""
+    debug = logging.getLogger().isEnabledFor(logging.DEBUG)
+    if not debug and record.name.startswith("sqlalchemy.pool") and record.exc_info:
+        return False
+    if not debug and (record.exc_info or record.exc_text):
+        record.exc_info = record.exc_text = None
+        record.stack_info = None
+    return True
+
+
+class _Interrupts:
+    """SIGTERM and SIGINT during a run, in the main thread: the first raises RunInterrupted
+    where the run is, so it unwinds through the loop's own cleanup (the writer thread is
+    waited for, the transaction rolled back or, with ``commit_every_batch``, the batches
+    committed so far kept, the lock released, the engine disposed) and the CLI reports it
+    in one line (and one JSON object). A second signal while stopping ends the process at
+    once with the same report: the server rolls back whatever transaction is open.
+
+    The line says what state the table is in, as it is when the signal arrives: the run's
+    mode says it, unless the run had already committed (the table is tokenized, and only
+    recording it in DataHub was cut short)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, request: TokenizeRequest, *, json_output: bool, dry_run: bool) -> None:
+        self.request = request
+        self.json_output = json_output
+        self.dry_run = dry_run
+        self.commit_every_batch = False
+        self.interrupted: RunInterrupted | None = None
+        self._finished: TokenizeResult | None = None  # the run's result when it had committed
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():  # (signal.signal refuses elsewhere)
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # After the run, a signal changes nothing: the result is printed and the CLI exits.
+        for signum in self._previous:
+            signal.signal(signum, signal.SIG_IGN)
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.interrupted is not None:
+            self._report_now(signum)
+        self.interrupted = RunInterrupted(signum, self._message(signum, frame))
+        raise self.interrupted
+
+    def _message(self, signum: int, frame: FrameType | None) -> str:
+        name = signal.Signals(signum).name
+        what = f"dataset {self.request.dataset_urn}: interrupted by {name}"
+        if self.dry_run:
+            return f"{what}; nothing was changed (a dry run)"
+        committed = self._committed(frame)
+        if committed is not None:
+            rows, self._finished = committed
+            return (f"{what} after the run had committed ({rows:,} rows updated: the table is tokenized), "
+                    "before its outcome was recorded; run the same command again to record it (0 rows left "
+                    "to change)")
+        if self.commit_every_batch:
+            return (f"{what}; batches committed before it (if any) stay tokenized, the other rows still hold "
+                    "plaintext (run.commit_every_batch); run again to finish (values already tokens are skipped)")
+        return f"{what}; nothing was changed (the run's transaction was rolled back); run again to tokenize it"
+
+    @staticmethod
+    def _committed(frame: FrameType | None) -> tuple[int, TokenizeResult | None] | None:
+        """(rows updated, the result if there is one yet) if the run had committed when the
+        signal came, else None. Read from the frames the signal interrupted: the runner or
+        the CLI holding a successful result (writing it back to DataHub, or returning it), or
+        ``WarehouseTokenizer.run`` past its commit."""
+        outer = (_runner.tokenize_dataset.__code__, _run.__code__)
+        run_code = WarehouseTokenizer.run.__code__
+        while frame is not None:
+            if frame.f_code in outer:
+                outcome, result = frame.f_locals.get("outcome"), frame.f_locals.get("result")
+                if outcome is not None:
+                    result = outcome.result
+                if isinstance(result, TokenizeResult) and result.status == "SUCCESS":
+                    return result.rows_updated, result
+                if frame.f_code is outer[0]:
+                    return None
+            if frame.f_code is run_code and frame.f_locals.get("counts") is not None:
+                conn = frame.f_locals.get("conn")
+                if conn is not None and not conn.in_transaction():  # the loop ran and the commit returned
+                    return frame.f_locals["counts"].rows_updated, None
+            frame = frame.f_back
+        return None
+
+    def _failed(self, error: RunInterrupted) -> dict[str, Any]:
+        if self._finished is not None:
+            result = self._finished.to_dict()
+            result["write_back_error"] = str(error)
+            return result
+        failed = failed_result(self.request, error, dry_run=self.dry_run)
+        return dataclasses.replace(failed, error=str(error), error_type=type(error).__name__).to_dict()
+
+    def report(self, error: RunInterrupted) -> int:
+        """Print the one line (and the JSON object); the exit code."""
+        if self.json_output:
+            print(json.dumps(self._failed(error)))
+        print(f"datahub-tokenize: error: {error}", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + error.signum
+
+    def _report_now(self, signum: int) -> None:
+        """A second signal: the same report, written straight to the descriptors, and exit."""
+        error = self.interrupted
+        assert error is not None
+        name = signal.Signals(signum).name
+        line = f"datahub-tokenize: error: {error} (a second {name} stopped it at once)\n"
+        try:
+            if self.json_output:
+                os.write(1, (json.dumps(self._failed(error)) + "\n").encode())
+            os.write(2, line.encode())
+        finally:
+            os._exit(EXIT_SIGNAL_BASE + error.signum)
 
 
 def _exit_code(error: BaseException) -> int:

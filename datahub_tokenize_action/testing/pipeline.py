@@ -155,15 +155,27 @@ class PipelineThread:
             TimeoutError: if ``run()`` did not return in time.
             BaseException: whatever ``run()`` raised, if anything.
         """
-        self.pipeline.stop()
-        self._thread.join(timeout)
+        close = getattr(self.pipeline, "close", None)
+        deadline = time.monotonic() + timeout
+        if close is not None:  # stop() only signals the worker; close() after it has left
+            self.pipeline.stop()
+            self._thread.join(timeout)
+        else:
+            # acryl-datahub-actions 1.7.0 has no Pipeline.close(), and its stop() closes the
+            # Kafka consumer at once, while the worker may be inside poll(): librdkafka does
+            # not support that, and close() hung forever here. Signal as newer releases do
+            # (the source's loop ends within its 2 s poll; it sets `running` again when it
+            # starts, hence the repeat), then let stop() close what the worker left.
+            self.pipeline._shutdown = True
+            while self._thread.is_alive() and time.monotonic() < deadline:
+                self.pipeline.source.running = False
+                self._thread.join(0.2)
         if self._thread.is_alive():
             raise TimeoutError(f"pipeline {self.pipeline.name!r} did not stop within {timeout}s")
-        # acryl-datahub-actions 1.7.0 has no Pipeline.close(): its stop() closes the source,
-        # the action and the failed-events log itself. Newer releases close in close().
-        close = getattr(self.pipeline, "close", None)
         if close is not None:
             close()
+        else:
+            self.pipeline.stop()
         if self.error is not None:
             raise self.error
 

@@ -66,11 +66,20 @@ def log(msg: str) -> None:
     print(f"[image-env] {msg}", flush=True)
 
 
-def run(cmd, *, env=None, cwd=None, capture=False, check=True) -> subprocess.CompletedProcess:
+#: The suite takes about 2 minutes; a hang must fail the job long before CI's own limit.
+SUITE_TIMEOUT_S = 900
+
+
+def run(cmd, *, env=None, cwd=None, capture=False, check=True, timeout=None) -> subprocess.CompletedProcess:
     log("$ " + " ".join(str(c) for c in cmd))
-    proc = subprocess.run([str(c) for c in cmd], env=env, cwd=cwd, text=True,
-                          stdout=subprocess.PIPE if capture else None,
-                          stderr=subprocess.STDOUT if capture else None)
+    try:
+        proc = subprocess.run([str(c) for c in cmd], env=env, cwd=cwd, text=True, timeout=timeout,
+                              stdout=subprocess.PIPE if capture else None,
+                              stderr=subprocess.STDOUT if capture else None)
+    except subprocess.TimeoutExpired as e:  # a hang fails the job with what it printed
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        print(out[-20000:])
+        raise Failed(f"command did not finish within {timeout}s: {' '.join(str(c) for c in cmd)}") from None
     if check and proc.returncode != 0:
         if capture:
             print(proc.stdout)
@@ -227,7 +236,8 @@ def check_release(release: str, cap: str, *, work: pathlib.Path, src: pathlib.Pa
             log(f"{release}: note: the test extras changed {moved} (after the checks above)")
         t1 = time.monotonic()
         proc = run([vpy, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider"], cwd=src,
-                   env={**env, "CI": os.environ.get("CI", "true")}, capture=True, check=False)
+                   env={**env, "CI": os.environ.get("CI", "true")}, capture=True, check=False,
+                   timeout=SUITE_TIMEOUT_S)
         tail = [ln for ln in proc.stdout.splitlines() if ln.strip()][-15:]
         print("\n".join(tail), flush=True)
         summary = next((ln for ln in reversed(tail) if re.search(r"\d+ (passed|failed|error)", ln)), "")

@@ -241,4 +241,6 @@ def failed_result(request: TokenizeRequest, error: BaseException, *, dry_run: bo
         ended_at=now,
         error=message,
         error_type=type(error).__name__,
+        # With commit_every_batch, what the batches committed before the failure hold.
+        **getattr(error, "committed_counts", {}),
     )

@@ -34,7 +34,7 @@ from datahub_tokenize_action import (
 )
 from datahub_tokenize_action._postgres import PostgresTokenizer
 from datahub_tokenize_action._routing import route
-from datahub_tokenize_action._runner import run_request
+from datahub_tokenize_action._runner import run_request, tokenize_dataset
 from datahub_tokenize_action._warehouse import Batch
 
 from .harness import HMAC_KEY, PostgresHarness, install_tokenizer
@@ -86,6 +86,16 @@ def test_a_failure_on_the_third_batch_leaves_the_table_unchanged(pg):
         run_request(pg.config(batch_size=10), TokenizeRequest(pg.urn(table), ("email",)))
     assert pg.checksum(table) == before
     assert err.value.permanent is True, "a trigger's RAISE recurs on a retry: not worth retrying"
+
+
+def test_a_failed_commit_every_batch_run_reports_what_its_committed_batches_hold(pg):
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(100))
+    _fail_on_row(pg, table, 25)
+    outcome = tokenize_dataset(pg.config(batch_size=10, commit_every_batch=True),
+                               TokenizeRequest(pg.urn(table), ("email",)))
+    result = outcome.result
+    assert (result.status, result.rows_updated, result.values_tokenized) == ("FAILED", 20, {"email": 20})
+    assert result.to_dict()["rows_updated"] == 20, "the run record shows what was committed"
 
 
 def test_commit_every_batch_keeps_finished_batches_and_a_second_run_completes_the_table(pg):

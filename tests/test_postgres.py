@@ -1086,3 +1086,19 @@ def test_a_generated_column_is_refused_and_follows_the_column_it_is_computed_fro
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 5
     tok = config.build_tokenizer()
     assert pg.rows(table)[0] == (1, tok.tokenize("User1@X.com"), tok.tokenize("User1@X.com").lower())
+
+
+@pytest.mark.parametrize("column_type", ["citext", 'text COLLATE "und_ci"'])
+def test_the_compare_and_set_sees_a_change_of_letter_case_where_the_column_type_does_not(pg, column_type):
+    # The apply's comparison (CAST(x AS TEXT) COLLATE "C" on both sides, see
+    # test_sql_rendering.py) against the column's own `=`, on the engine itself.
+    pg.execute("CREATE EXTENSION IF NOT EXISTS citext")
+    pg.execute("CREATE COLLATION IF NOT EXISTS und_ci (provider = icu, locale = 'und-u-ks-level2', "
+               "deterministic = false)")
+    table = f"t_{uuid.uuid4().hex[:10]}"
+    pg.execute(f"CREATE TABLE {table} (v {column_type})")
+    pg.execute(f"INSERT INTO {table} VALUES ('Alice@Example.com')")
+    [(own, exact)] = pg.execute(
+        f"SELECT v = 'alice@example.com', "
+        f"(CAST(v AS TEXT) COLLATE \"C\") = (CAST('alice@example.com' AS TEXT) COLLATE \"C\") FROM {table}")
+    assert (own, exact) == (True, False)

@@ -18,15 +18,10 @@ from datahub.metadata.schema_classes import (
     EditableSchemaFieldInfoClass,
     EditableSchemaMetadataClass,
     GlobalTagsClass,
-    NumberTypeClass,
-    OtherSchemaClass,
-    SchemaFieldClass,
-    SchemaFieldDataTypeClass,
-    SchemaMetadataClass,
-    StringTypeClass,
     TagAssociationClass,
 )
 
+from datahub_tokenize_action.testing.gms import schema_metadata
 from datahub_tokenize_action.testing.kafka import entity_change_event
 from datahub_tokenize_action.testing.pipeline import running_pipeline, wait_until
 
@@ -41,16 +36,6 @@ RUN, DONE = "urn:li:tag:tokenize/run", "urn:li:tag:tokenize/done"
 SUCCESS, FAILED = "urn:li:tag:tokenize/status:SUCCESS", "urn:li:tag:tokenize/status:FAILED"
 SHIPPED_TOKENIZER = load_tokenizer("hmac", {"key": HMAC_KEY, "key_id": "k1"})  # configs/tokenize.yaml's key id
 PEOPLE = [(1, "alice@example.com", "+1-555-0100", "keep me"), (2, "bob@example.com", None, "and me")]
-
-
-def _schema(fields: dict[str, str], field_tags: dict[str, str] | None = None) -> SchemaMetadataClass:
-    types = {"string": StringTypeClass(), "number": NumberTypeClass()}
-    return SchemaMetadataClass(
-        schemaName="t", platform="urn:li:dataPlatform:postgres", version=0, hash="",
-        platformSchema=OtherSchemaClass(rawSchema=""),
-        fields=[SchemaFieldClass(fieldPath=name, type=SchemaFieldDataTypeClass(type=types[t]), nativeDataType=t)
-                for name, t in fields.items()],
-    )
 
 
 @pytest.fixture
@@ -74,7 +59,7 @@ def stack(pg, gms_server, kafka_cluster, schema_registry, platform_event_produce
         def table(self, rows=PEOPLE, editable_tags: dict[str, str] | None = None):
             name = pg.create_table([("id", "int"), ("email", "text"), ("phone", "text"), ("note", "text")], rows)
             urn = pg.urn(name)
-            gms_server.put_aspect(urn, _schema({"id": "number", "email": "string", "phone": "string",
+            gms_server.put_aspect(urn, schema_metadata("t", {"id": "number", "email": "string", "phone": "string",
                                                 "note": "string"}))
             if editable_tags:
                 gms_server.put_aspect(urn, EditableSchemaMetadataClass(editableSchemaFieldInfo=[

@@ -37,20 +37,13 @@ from typing import Any, Iterator
 
 import sqlalchemy as sa
 from datahub.metadata.schema_classes import (
-    DateTypeClass,
     EditableSchemaFieldInfoClass,
     EditableSchemaMetadataClass,
     GlobalTagsClass,
-    NumberTypeClass,
-    OtherSchemaClass,
-    SchemaFieldClass,
-    SchemaFieldDataTypeClass,
-    SchemaMetadataClass,
-    StringTypeClass,
     TagAssociationClass,
 )
 
-from .gms import RecordingGms
+from .gms import RecordingGms, schema_metadata
 from .kafka import MockKafkaCluster, PlatformEventProducer, entity_change_event
 from .pipeline import wait_until
 from .postgres import PostgresCluster
@@ -114,13 +107,7 @@ def _checksum(engine: sa.Engine) -> str:
 
 def _register_dataset(gms: RecordingGms) -> None:
     """What ingestion and a steward left in DataHub: the schema, and `pii` on three fields."""
-    types = {"string": StringTypeClass(), "number": NumberTypeClass(), "date": DateTypeClass()}
-    gms.put_aspect(URN, SchemaMetadataClass(
-        schemaName="public.customers", platform="urn:li:dataPlatform:postgres", version=0, hash="",
-        platformSchema=OtherSchemaClass(rawSchema=""),
-        fields=[SchemaFieldClass(fieldPath=f, type=SchemaFieldDataTypeClass(type=types[t]), nativeDataType=t)
-                for f, t in FIELDS.items()],
-    ))
+    gms.put_aspect(URN, schema_metadata("public.customers", FIELDS))
     gms.put_aspect(URN, EditableSchemaMetadataClass(editableSchemaFieldInfo=[
         EditableSchemaFieldInfoClass(fieldPath=f, globalTags=GlobalTagsClass([TagAssociationClass(PII_TAG)]))
         for f in PII

@@ -51,7 +51,17 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from datahub.emitter.serialization_helper import pre_json_transform
-from datahub.metadata.schema_classes import ASPECT_NAME_MAP, _Aspect
+from datahub.metadata.schema_classes import (
+    ASPECT_NAME_MAP,
+    DateTypeClass,
+    NumberTypeClass,
+    OtherSchemaClass,
+    SchemaFieldClass,
+    SchemaFieldDataTypeClass,
+    SchemaMetadataClass,
+    StringTypeClass,
+    _Aspect,
+)
 from datahub.utilities.urns.urn import Urn
 
 from datahub_tokenize_action.testing._http import HttpRequest, HttpResponse, LoopbackHttpServer
@@ -172,6 +182,20 @@ class _FailureRule:
         return (self.method is None or self.method == request.method) and (
             self.path_prefix is None or request.path.startswith(self.path_prefix)
         )
+
+
+_FIELD_TYPES = {"string": StringTypeClass, "number": NumberTypeClass, "date": DateTypeClass}
+
+
+def schema_metadata(name: str, fields: Dict[str, str], platform: str = "postgres") -> SchemaMetadataClass:
+    """The ``schemaMetadata`` aspect ingestion would write for a table: ``fields`` maps each
+    field path to ``string``, ``number`` or ``date`` (also its native type here)."""
+    return SchemaMetadataClass(
+        schemaName=name, platform=f"urn:li:dataPlatform:{platform}", version=0, hash="",
+        platformSchema=OtherSchemaClass(rawSchema=""),
+        fields=[SchemaFieldClass(fieldPath=f, type=SchemaFieldDataTypeClass(type=_FIELD_TYPES[t]()),
+                                 nativeDataType=t) for f, t in fields.items()],
+    )
 
 
 class RecordingGms(LoopbackHttpServer):

@@ -137,13 +137,13 @@ datahub:
 
 @pytest.mark.e2e
 def test_without_columns_the_cli_asks_datahub_and_writes_the_outcome_back(pg, cli_env, gms_server, tmp_path):
-    from .test_action_e2e import _schema
+    from datahub_tokenize_action.testing.gms import schema_metadata
 
     config, env = cli_env
     config.write_text(YAML_WITH_DATAHUB)
     env = {**env, "DATAHUB_GMS_URL": gms_server.url}
     table = pg.create_table([("id", "int"), ("email", "text"), ("note", "text")], [(1, "a@x.com", "n")])
-    gms_server.put_aspect(pg.urn(table), _schema({"id": "number", "email": "string", "note": "string"}))
+    gms_server.put_aspect(pg.urn(table), schema_metadata("t", {"id": "number", "email": "string", "note": "string"}))
 
     proc = run_cli(["run", "-c", str(config), "--dataset", pg.urn(table), "--json"], env)
 
@@ -155,13 +155,13 @@ def test_without_columns_the_cli_asks_datahub_and_writes_the_outcome_back(pg, cl
 
 @pytest.mark.e2e
 def test_no_write_back_still_chooses_columns_through_datahub_but_writes_nothing(pg, cli_env, gms_server):
-    from .test_action_e2e import _schema
+    from datahub_tokenize_action.testing.gms import schema_metadata
 
     config, env = cli_env
     config.write_text(YAML_WITH_DATAHUB)
     env = {**env, "DATAHUB_GMS_URL": gms_server.url}
     table = pg.create_table([("id", "int"), ("email", "text")], [(1, "a@x.com")])
-    gms_server.put_aspect(pg.urn(table), _schema({"id": "number", "email": "string"}))
+    gms_server.put_aspect(pg.urn(table), schema_metadata("t", {"id": "number", "email": "string"}))
 
     proc = run_cli(["run", "-c", str(config), "--dataset", pg.urn(table), "--json", "--no-write-back"], env)
 

@@ -76,11 +76,16 @@ def timed(fn) -> float:
 
 
 def floor(engine: sa.Engine, table: str) -> float:
-    expr = "'tok_bench_' || translate(rtrim(encode(hmac({c}, :k, 'sha256'), 'base64'), '='), '+/', '-_')"
+    # The same v2 tokens as ours: 36 digest characters, then the 7-character check value.
+    expr = "pg_temp.tok2('tok2_bench_' || left(translate(encode(hmac({c}, :k, 'sha256'), 'base64'), '+/', '-_'), 36))"
     sets = ", ".join(f"{c} = {expr.format(c=c)}" for c in COLUMNS)
 
     def go() -> None:
         with engine.begin() as c:
+            c.execute(sa.text(
+                "CREATE FUNCTION pg_temp.tok2(b text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT b || "
+                "translate(left(encode(sha256(convert_to('datahub-tokenize check:' || b, 'UTF8')), 'base64'), 7), "
+                "'+/', '-_') $$"))
             c.execute(sa.text(f"UPDATE {table} SET {sets}"), {"k": KEY})
 
     return timed(go)

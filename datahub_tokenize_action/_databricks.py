@@ -121,6 +121,11 @@ class DatabricksTokenizer(WarehouseTokenizer):
             regex = regex[:-1] + "\\z"
         return column.bool_op("RLIKE")(sa.literal(regex, sa.String()))
 
+    def sha256_base64url(self, text: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        # sha2 hashes a string's UTF-8 bytes and returns hex; base64 of the bytes is standard.
+        digest = sa.func.unhex(sa.func.sha2(text, sa.literal(256)))
+        return sa.func.translate(sa.func.base64(digest), sa.literal("+/", sa.String()), sa.literal("-_", sa.String()))
+
     def describe(self, conn: Connection, ref: TableRef) -> TableDescription:
         try:
             rows = conn.exec_driver_sql(f"DESCRIBE TABLE EXTENDED {self.qualified_name(ref)}").fetchall()

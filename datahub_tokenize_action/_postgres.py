@@ -334,6 +334,17 @@ class PostgresTokenizer(WarehouseTokenizer):
         # In the "C" collation: a nondeterministic (case-insensitive ICU) one refuses regexes.
         return column.collate("C").regexp_match(regex)
 
+    def sha256_base64url(self, text: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        # sha256(bytea) is built in since Postgres 11; base64 of 32 bytes is one 44-character
+        # line (encode() breaks lines only after 76).
+        digest = sa.func.sha256(sa.func.convert_to(text, sa.literal("UTF8", sa.Text)))
+        return sa.func.translate(sa.func.encode(digest, sa.literal("base64", sa.Text)), "+/", "-_")
+
+    def text_equals(self, a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        # Byte for byte, whatever the column's collation (a case-insensitive one would take a
+        # check value in the wrong letter case; two implicit collations would not compare).
+        return a.collate("C") == b.collate("C")
+
     def keyset_after(self, target: WriteTarget, last_key: tuple[Any, ...]) -> sa.ColumnElement[bool]:
         # Row-value comparison lets Postgres use the key's index for composite keys too.
         cols = [target.table.c[k] for k in target.key]

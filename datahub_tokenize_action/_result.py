@@ -30,6 +30,9 @@ class TokenizeResult:
     rows_updated: int = 0
     values_tokenized: Mapping[str, int] = dataclasses.field(default_factory=dict)
     values_skipped: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    #: Of ``values_skipped``: tokens this configuration did not make (another format or version,
+    #: a key id neither current nor retired), left as they are and reported.
+    tokens_not_configured: Mapping[str, int] = dataclasses.field(default_factory=dict)
     nulls: Mapping[str, int] = dataclasses.field(default_factory=dict)
     empty_strings: Mapping[str, int] = dataclasses.field(default_factory=dict)
     elapsed_s: float = 0.0
@@ -47,7 +50,7 @@ class TokenizeResult:
         """A JSON-ready dict with every field."""
         d = dataclasses.asdict(self)
         d["columns"] = list(self.columns)
-        for key in ("values_tokenized", "values_skipped", "nulls", "empty_strings"):
+        for key in ("values_tokenized", "values_skipped", "tokens_not_configured", "nulls", "empty_strings"):
             d[key] = dict(d[key])
         return d
 

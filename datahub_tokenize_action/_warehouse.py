@@ -54,7 +54,7 @@ from ._exceptions import (
 )
 from ._result import TokenizeResult, utc_now
 from ._routing import TableRef
-from ._tokenizers import Tokenizer
+from ._tokenizers import TokenOrigin, Tokenizer
 
 __all__ = [
     "Batch",
@@ -448,12 +448,16 @@ class WarehouseTokenizer(abc.ABC):
 
     #: A value the guard check tokenizes: not PII, and not shaped like any token.
     GUARD_PROBE = "datahub-tokenize guard probe: alice@example.com"
+    #: Plaintext of the hmac v2 shape whose check value is wrong: the warehouse's check must
+    #: take it for plaintext, as Python does.
+    LOOKALIKE_PROBE = "tok2_probe_" + "A" * 51
 
     def check_guard(self, conn: Connection, target: WriteTarget, *, with_token: bool) -> None:
         """The warehouse must tell tokens from plaintext as Python does: its guard is what
         skips tokens on the next run, and its regex dialect (POSIX, Java) is not Python's.
-        One query: the guard's token test must hold for a fixed probe value exactly when
-        Python's ``is_token`` says so, and (``with_token``, only when the run will write: a
+        One query: the guard's token test must hold for two fixed probe values (plain text,
+        and a value of the hmac v2 shape with a wrong check value) exactly when Python's
+        ``is_token`` says so, and (``with_token``, only when the run will write: a
         dry run calls no tokenizer) it must hold for a token of the probe.
 
         Raises:
@@ -463,7 +467,7 @@ class WarehouseTokenizer(abc.ABC):
         if with_token:
             token = self._tokens(target, "the guard probe (a fixed test value)", [self.GUARD_PROBE])[0]
         try:
-            probe_matches, token_matches = conn.execute(self._guard_probe_query(token)).one()
+            probe_matches, lookalike_matches, token_matches = conn.execute(self._guard_probe_query(token)).one()
         except sa.exc.DBAPIError as e:
             if not self.is_permanent(e.orig):
                 raise  # a lost connection, a timeout: the run's error handling retries it
@@ -472,7 +476,8 @@ class WarehouseTokenizer(abc.ABC):
                 f"{self.tokenizer.type_name!r}'s token_regex {self.tokenizer.token_regex!r}: "
                 f"{first_line(e.orig)}; use only literals, bracket classes and + / * in it"
             ) from None
-        if not token_matches or bool(probe_matches) != self.tokenizer.is_token(self.GUARD_PROBE):
+        if (not token_matches or bool(probe_matches) != self.tokenizer.is_token(self.GUARD_PROBE)
+                or bool(lookalike_matches) != self.tokenizer.is_token(self.LOOKALIKE_PROBE)):
             raise TokenizerContractError(
                 f"dataset {target.ref.dataset_urn}: the warehouse's regex dialect reads tokenizer "
                 f"{self.tokenizer.type_name!r}'s token_regex {self.tokenizer.token_regex!r} unlike Python "
@@ -482,9 +487,11 @@ class WarehouseTokenizer(abc.ABC):
             )
 
     def _guard_probe_query(self, token: str | None) -> sa.Select[Any]:
-        """Whether the guard's token test holds for the probe, and for ``token`` (true if None)."""
+        """Whether the guard's token test holds for the probe, the look-alike, and ``token``
+        (true if None)."""
         return sa.select(
             self.is_token_clause(sa.literal(self.GUARD_PROBE, sa.Text)),
+            self.is_token_clause(sa.literal(self.LOOKALIKE_PROBE, sa.Text)),
             sa.true() if token is None else self.is_token_clause(sa.literal(token, sa.Text)),
         )
 
@@ -524,13 +531,31 @@ class WarehouseTokenizer(abc.ABC):
 
     # ------------------------------------------------------------ predicates
 
+    def sha256_base64url(self, text: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        """SQL twin of ``check_value``: base64url of SHA-256 of ``text`` in UTF-8 (44 characters,
+        padding included). Needed for token formats with a check value (hmac v2)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot compute a token's check value in SQL")
+
+    def text_equals(self, a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        """True where two text values are the same characters (default: ``=``)."""
+        return a == b
+
     def is_token_clause(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
-        """SQL twin of ``Tokenizer.is_token``: the regex, and the length range if any."""
-        match = self.regex_match(column, self.tokenizer.token_regex)
-        if self.tokenizer.token_length_range is None:
-            return match
-        low, high = self.tokenizer.token_length_range
-        return sa.and_(sa.func.char_length(column).between(low, high), match)
+        """SQL twin of ``Tokenizer.is_token``: any of the tokenizer's ``token_patterns`` (its
+        length range, its regex, its check value), each test ordered cheapest first."""
+        terms = []
+        for pattern in self.tokenizer.token_patterns:
+            parts = []
+            if pattern.length_range is not None:
+                parts.append(sa.func.char_length(column).between(*pattern.length_range))
+            parts.append(self.regex_match(column, pattern.regex))
+            if pattern.check_chars:
+                n = pattern.check_chars
+                rest = sa.func.substr(column, 1, sa.func.char_length(column) - n)
+                digest = self.sha256_base64url(sa.func.concat(sa.literal(pattern.check_salt, sa.Text), rest))
+                parts.append(self.text_equals(sa.func.right(column, n), sa.func.substr(digest, 1, n)))
+            terms.append(sa.and_(*parts) if len(parts) > 1 else parts[0])
+        return sa.or_(*terms) if len(terms) > 1 else terms[0]
 
     def holds_plaintext(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
         """True where the column holds a value to tokenize: not NULL, not empty, not a token."""
@@ -550,7 +575,8 @@ class WarehouseTokenizer(abc.ABC):
         for i, c in enumerate(target.columns):
             col = self.value_of(target, c)
             classes += [
-                sa.case((col.is_(None), "n"), (col == "", "e"), (self.is_token_clause(col), "t"), else_="p")
+                sa.case((col.is_(None), "n"), (col == "", "e"), (self.is_token_clause(col), self._token_class(col)),
+                        else_="p")
                 .label(f"class_{i}"),
                 sa.func.octet_length(col).label(f"bytes_{i}"),
             ]
@@ -570,10 +596,50 @@ class WarehouseTokenizer(abc.ABC):
             cols += [
                 count_where(cls == "n").label(f"nulls_{i}"),
                 count_where(cls == "e").label(f"empty_{i}"),
-                count_where(cls == "t").label(f"tokens_{i}"),
+                count_where(cls.in_(["t", "o"])).label(f"tokens_{i}"),
+                count_where(cls == "o").label(f"others_{i}"),
                 sa.func.max(sa.case((cls == "p", per_row.c[f"bytes_{i}"]))).label(f"maxlen_{i}"),
             ]
         return sa.select(*cols).select_from(per_row)
+
+    def _token_class(self, col: sa.ColumnElement[Any]) -> sa.ColumnElement[str] | str:
+        """For a value the guard takes for a token: "t" if this configuration made it (its
+        ``configured_token_regex``), "o" if another format or key did."""
+        tok = self.tokenizer
+        if len(tok.token_patterns) == 1 and tok.configured_token_regex == tok.token_regex:
+            return "t"
+        return sa.case((self.regex_match(col, tok.configured_token_regex), "t"), else_="o")
+
+    #: Tokens read to tell what made the tokens a run did not expect (their formats and key ids).
+    OTHER_TOKENS_SAMPLE = 10_000
+
+    def _report_other_tokens(self, conn: Connection, target: WriteTarget, stats: sa.Row[Any]) -> dict[str, int]:
+        """Count, per column, the tokens this configuration did not make (another format or
+        version, a key id neither current nor retired); they are skipped like any token, never
+        wrapped in another. When there are any, read up to ``OTHER_TOKENS_SAMPLE`` of them and
+        warn with what made them and what to do."""
+        others = {c: int(stats._mapping[f"others_{i}"]) for i, c in enumerate(target.columns)}
+        if not any(others.values()):
+            return others
+        origins: collections.Counter[TokenOrigin | None] = collections.Counter()
+        for c, n in others.items():
+            if not n:
+                continue
+            col = self.value_of(target, c)
+            stmt = (sa.select(col).select_from(target.table)
+                    .where(self.is_token_clause(col), sa.not_(self.regex_match(col, self.tokenizer.configured_token_regex)))
+                    .limit(self.OTHER_TOKENS_SAMPLE))
+            origins.update(self.tokenizer.token_origin(v) for (v,) in self._fetch(conn, stmt))
+        seen = sum(origins.values())
+        logger.warning(
+            "dataset %s: %s value(s) (%s) are tokens this configuration did not make; they are left as "
+            "they are, never tokenized again. %s: %s",
+            target.ref.dataset_urn, f"{sum(others.values()):,}",
+            ", ".join(f"{c}: {n:,}" for c, n in others.items() if n),
+            "Found" if seen == sum(others.values()) else f"In a sample of {seen:,}",
+            "; ".join(f"{n:,} {_origin_advice(o, self.tokenizer)}" for o, n in origins.most_common()),
+        )
+        return others
 
     def _check_widths(self, target: WriteTarget, stats: sa.Row[Any]) -> None:
         for i, c in enumerate(target.columns):
@@ -618,6 +684,7 @@ class WarehouseTokenizer(abc.ABC):
                     progress.step("scanning the table before writing (rows, NULLs, tokens, longest values)")
                     stats = conn.execute(self._stats_query(target)).one()
                     self._check_widths(target, stats)
+                    others = self._report_other_tokens(conn, target, stats)
                     if int(stats.rows_to_change) and not dry_run:
                         self.check_guard(conn, target, with_token=True)
                     self._loop(conn, target, int(stats.rows_to_change), dry_run, progress, counts)
@@ -666,6 +733,7 @@ class WarehouseTokenizer(abc.ABC):
             rows_updated=counts.rows_updated,
             values_tokenized={c: counts.tokenized.get(c, 0) for c in columns},
             values_skipped={c: int(stats._mapping[f"tokens_{i}"]) for i, c in enumerate(columns)},
+            tokens_not_configured=others,
             nulls={c: int(stats._mapping[f"nulls_{i}"]) for i, c in enumerate(columns)},
             empty_strings={c: int(stats._mapping[f"empty_{i}"]) for i, c in enumerate(columns)},
             elapsed_s=round(elapsed, 3),
@@ -844,6 +912,24 @@ class WarehouseTokenizer(abc.ABC):
                 "recognise; the next run would tokenize that token again. Fix the tokenizer plugin"
             )
         return made
+
+
+def _origin_advice(origin: TokenOrigin | None, tokenizer: Tokenizer) -> str:
+    """What made tokens of ``origin``, and what the user can do about them."""
+    if origin is None:
+        return "of a format the tokenizer does not name"
+    if origin.format == "hmac v1":
+        return (f"hmac v1 token(s) under key id {origin.key_id!r} (written before 0.3, recognised by "
+                "shape only): convert them to v2 with the SQL in the README (Token formats), or, if "
+                "they are plaintext, set tokenizer.recognise_v1_tokens: false")
+    if origin.format == "poc":
+        return ("poc token(s): a reversible encoding of the plaintext, not protection; replace them "
+                "from the source")
+    if origin.key_id is not None:
+        return (f"{origin.format} token(s) under key id {origin.key_id!r}, which is neither "
+                f"tokenizer.key_id ({tokenizer.key_id!r}) nor in retired_key_ids: if it was an earlier "
+                "key of yours, add it to retired_key_ids")
+    return f"{origin.format} token(s)"
 
 
 def _committed_text(counts: _Counts) -> str:

@@ -88,7 +88,8 @@ _SECTION = re.compile(
     re.DOTALL,
 )
 
-_COUNT_KEYS = ("rows_scanned", "rows_updated", "values_tokenized", "values_skipped", "nulls", "empty_strings")
+_COUNT_KEYS = ("rows_scanned", "rows_updated", "values_tokenized", "values_skipped", "tokens_not_configured",
+               "nulls", "empty_strings")
 _ERROR_SUMMARY_CHARS = 300
 
 
@@ -224,6 +225,12 @@ def render_summary(result: TokenizeResult) -> str:
         key = f", key {_code(result.key_id)}" if result.key_id else ""
         lines.append(f"- Tokenizer {_code(result.tokenizer)}{key}")
     lines.append(f"- Rows scanned {result.rows_scanned:,}, rows updated {result.rows_updated:,}")
+    others = {c: n for c, n in result.tokens_not_configured.items() if n}
+    if others:
+        lines.append(
+            "- Already tokens not made by this configuration (another format or key; left as they are): "
+            + ", ".join(f"{_code(c)} {n:,}" for c, n in others.items())
+        )
     if result.status == "FAILED":
         kind = f" ({_code(result.error_type)})" if result.error_type else ""
         lines.append(f"- Error{kind}: {_text(_first_line(result.error or 'unknown error'))}")

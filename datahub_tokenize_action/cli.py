@@ -72,7 +72,10 @@ def _summary(r: TokenizeResult) -> str:
     for c in r.columns:
         lines.append(
             f"  {c}: {'to tokenize' if r.dry_run else 'tokenized'} {r.values_tokenized.get(c, 0):,}, "
-            f"already tokens {r.values_skipped.get(c, 0):,}, nulls {r.nulls.get(c, 0):,}, "
+            f"already tokens {r.values_skipped.get(c, 0):,}"
+            + (f" ({r.tokens_not_configured[c]:,} not made by this configuration)"
+               if r.tokens_not_configured.get(c) else "")
+            + f", nulls {r.nulls.get(c, 0):,}, "
             f"empty {r.empty_strings.get(c, 0):,}"
         )
     return "\n".join(lines)

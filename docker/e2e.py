@@ -88,11 +88,11 @@ def check_table(conn) -> str:
             raise Failed(f"expected 300 rows, found {len(rows)}")
         for id_, full_name, email, phone, city in rows:
             for col, value in (("full_name", full_name), ("email", email), ("phone", phone)):
-                if value is not None and not value.startswith("tok_"):
+                if value is not None and not value.startswith("tok2_"):
                     raise Failed(f"row {id_}: {col} is not a token")
             if phone is None and id_ % 7 != 0:
                 raise Failed(f"row {id_}: phone became NULL")
-            if city.startswith("tok_"):
+            if city.startswith("tok"):
                 raise Failed(f"row {id_}: city (not PII) was tokenized")
         cur.execute("SELECT count(*) FROM public.customers WHERE email LIKE '%@example.com' OR full_name LIKE '% %'")
         if cur.fetchone()[0]:

@@ -22,7 +22,7 @@ def test_the_demo_tokenizes_on_a_tag_event_and_a_redelivery_changes_nothing():
     assert "stand-in   DataHub GMS" in out and "stand-in   Kafka broker" in out
     before, after = out.split("The table before:")[1], out.split("The table after:")[1]
     assert "grace.hopper1@example.com" in before and "grace.hopper1@example.com" not in after
-    assert "tok_demo_" in after
+    assert "tok2_demo_" in after
     assert "tags in DataHub now: urn:li:tag:tokenize/done, urn:li:tag:tokenize/status:SUCCESS" in out
     assert '"rows_updated": 1000' in out and "### Tokenization: SUCCESS" in out
     assert "status SUCCESS, rows updated 0" in out and "table unchanged" in out

@@ -854,11 +854,11 @@ def test_a_materialized_view_is_refused_before_anything_runs(pg):
 
 
 def test_name_columns_are_held_to_their_63_bytes(pg):
-    # `name` truncates silently: a 64-character token would be stored cut short.
+    # `name` truncates silently: a 65-character token would be stored cut short.
     table = pg.create_table([("id", "int"), ("login", "name")], [(1, "alice")])
     before = pg.checksum(table)
     config = pg.config(tokenizer={"type": "hmac", "key": HMAC_KEY, "key_id": "k" * 16})
-    with pytest.raises(TokenTooLongError, match="need up to 64 characters"):
+    with pytest.raises(TokenTooLongError, match="need up to 65 characters"):
         run_request(config, TokenizeRequest(pg.urn(table), ("login",)))
     assert pg.checksum(table) == before
     assert run_request(pg.config(), TokenizeRequest(pg.urn(table), ("login",))).rows_updated == 1

@@ -35,14 +35,42 @@ def _postgres():
     return wt, ref
 
 
-def test_postgres_guard_skips_empty_strings_and_tokens_by_regex_and_length():
+#: The v1 digest, spelled out (43 base64url characters).
+_V1_DIGEST = "[A-Za-z0-9_-]" * 43
+
+
+def _pg_is_token(v: str) -> str:
+    """The hmac guard on Postgres for the value expression ``v``: v2 (length, shape, check value
+    compared in the "C" collation), v1 (length, exact shape), poc (shape)."""
+    c = f'({v} COLLATE "C")'
+    return (
+        f"char_length({v}) BETWEEN 50 AND 65 AND {c} ~ '^tok2_[A-Za-z0-9]+_[A-Za-z0-9_-]+$' AND "
+        f"(right({v}, 7) COLLATE \"C\") = (substr(translate(encode(sha256(convert_to(concat("
+        f"'datahub-tokenize check:', substr({v}, 1, char_length({v}) - 7)), 'UTF8')), 'base64'), '+/', '-_'), "
+        f"1, 7) COLLATE \"C\") "
+        f"OR char_length({v}) BETWEEN 49 AND 64 AND {c} ~ '^tok_[A-Za-z0-9]+_{_V1_DIGEST}$' "
+        f"OR {c} ~ '^tok_[A-Za-z0-9_=-]+_poc$'"
+    )
+
+
+def _dbx_is_token(v: str) -> str:
+    """The same guard on Databricks (RLIKE anchored with \\z; sha2/unhex/base64)."""
+    return (
+        f"char_length({v}) BETWEEN 50 AND 65 AND ({v} RLIKE '^tok2_[A-Za-z0-9]+_[A-Za-z0-9_-]+\\\\z') AND "
+        f"right({v}, 7) = substr(translate(base64(unhex(sha2(concat('datahub-tokenize check:', "
+        f"substr({v}, 1, char_length({v}) - 7)), 256))), '+/', '-_'), 1, 7) "
+        f"OR char_length({v}) BETWEEN 49 AND 64 AND ({v} RLIKE '^tok_[A-Za-z0-9]+_{_V1_DIGEST}\\\\z') "
+        f"OR ({v} RLIKE '^tok_[A-Za-z0-9_=-]+_poc\\\\z')"
+    )
+
+
+def test_postgres_guard_skips_empty_strings_and_tokens_of_every_builtin_format():
     wt, ref = _postgres()
     target = _target(wt, ref)
     # As text (citext's own ~ ignores case) in the "C" collation (a case-insensitive one refuses regexes).
+    v = "CAST(public.customers.email AS TEXT)"
     assert _sql(wt.holds_plaintext(wt.value_of(target, "email")), postgresql.dialect()) == (
-        "CAST(public.customers.email AS TEXT) != '' AND NOT (char_length(CAST(public.customers.email AS TEXT)) "
-        "BETWEEN 49 AND 64 AND (CAST(public.customers.email AS TEXT) COLLATE \"C\") ~ "
-        "'^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$')"
+        f"{v} != '' AND NOT ({_pg_is_token(v)})"
     )
 
 
@@ -127,22 +155,18 @@ def _databricks(catalog="main", schema="sales", table="people"):
     return wt, TableRef("urn", "databricks", None, catalog, schema, table)
 
 
-def test_databricks_guard_check_asks_the_warehouse_about_a_token_and_a_plaintext():
+def test_databricks_guard_check_asks_the_warehouse_about_a_token_a_plaintext_and_a_lookalike():
     wt, _ = _databricks()
-    sql = _sql(wt._guard_probe_query("tok_k1_" + "a" * 43), DBX)
-    assert sql.startswith("SELECT char_length('datahub-tokenize guard probe: alice@example.com')")
-    assert "char_length('tok_k1_aaa" in sql
-    assert sql.count("RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+\\\\z'") == 2
-    assert "'datahub-tokenize guard probe: alice@example.com' RLIKE" in sql
+    token = "tok2_k1_" + "a" * 43
+    sql = _sql(wt._guard_probe_query(token), DBX)
+    probes = [f"'{wt.GUARD_PROBE}'", f"'{wt.LOOKALIKE_PROBE}'", f"'{token}'"]
+    assert sql == "SELECT " + ", ".join(f"{_dbx_is_token(p)} AS anon_{i}" for i, p in enumerate(probes, 1))
 
 
 def test_databricks_guard_uses_rlike_and_keeps_nulls_out():
     wt, ref = _databricks()
     target = _target(wt, ref)
-    assert _sql(wt.holds_plaintext(target.table.c.email), DBX) == (
-        "t.email != '' AND NOT (char_length(t.email) BETWEEN 49 AND 64 AND "
-        "(t.email RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+\\\\z'))"
-    )
+    assert _sql(wt.holds_plaintext(target.table.c.email), DBX) == f"t.email != '' AND NOT ({_dbx_is_token('t.email')})"
 
 
 def test_databricks_keyset_page_names_catalog_schema_and_table_part_by_part():
@@ -154,8 +178,7 @@ def test_databricks_keyset_page_names_catalog_schema_and_table_part_by_part():
             .order_by(t.c.region, t.c.id).limit(500))
     assert _sql(stmt, DBX) == (
         "SELECT t.region, t.id, t.email FROM `main`.`sales`.people AS t "
-        "WHERE t.email != '' AND NOT (char_length(t.email) BETWEEN 49 AND 64 AND "
-        "(t.email RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+\\\\z')) "
+        f"WHERE t.email != '' AND NOT ({_dbx_is_token('t.email')}) "
         "AND (t.region > 'eu' OR t.region = 'eu' AND t.id > 7) ORDER BY t.region, t.id LIMIT 500"
     )
 
@@ -280,11 +303,14 @@ def test_databricks_stats_scan_classifies_each_value_once():
         "SELECT count(*) AS total_rows, coalesce(sum(CASE WHEN (v.class_0 = 'p') THEN 1 ELSE 0 END), 0) AS rows_to_change, "
         "coalesce(sum(CASE WHEN (v.class_0 = 'n') THEN 1 ELSE 0 END), 0) AS nulls_0, "
         "coalesce(sum(CASE WHEN (v.class_0 = 'e') THEN 1 ELSE 0 END), 0) AS empty_0, "
-        "coalesce(sum(CASE WHEN (v.class_0 = 't') THEN 1 ELSE 0 END), 0) AS tokens_0, "
+        "coalesce(sum(CASE WHEN (v.class_0 IN ('t', 'o')) THEN 1 ELSE 0 END), 0) AS tokens_0, "
+        "coalesce(sum(CASE WHEN (v.class_0 = 'o') THEN 1 ELSE 0 END), 0) AS others_0, "
         "max(CASE WHEN (v.class_0 = 'p') THEN v.bytes_0 END) AS maxlen_0 "
         "FROM (SELECT CASE WHEN (t.email IS NULL) THEN 'n' WHEN (t.email = '') THEN 'e' "
-        "WHEN (char_length(t.email) BETWEEN 49 AND 64 AND (t.email RLIKE '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+\\\\z')) "
-        "THEN 't' ELSE 'p' END AS class_0, octet_length(t.email) AS bytes_0 "
+        f"WHEN ({_dbx_is_token('t.email')}) "
+        # A token this configuration made ('t': its version and key ids), or another ('o').
+        f"THEN CASE WHEN (t.email RLIKE '^tok2_({wt.tokenizer.key_id})_[A-Za-z0-9_-]+\\\\z') THEN 't' ELSE 'o' END "
+        "ELSE 'p' END AS class_0, octet_length(t.email) AS bytes_0 "
         "FROM `main`.`sales`.people AS t) AS v"
     )
 
@@ -294,7 +320,7 @@ def test_postgres_stats_scan_is_fenced_so_the_regex_runs_once_per_value():
     target = _target(wt, ref, columns=("email",))
     sql = _sql(wt._stats_query(target), postgresql.dialect())
     assert sql.endswith("clock_timestamp() AS fence FROM public.customers) AS v")
-    assert sql.count("~ '^tok_") == 1
+    assert sql.count("~ '^tok2_[A-Za-z0-9]+") == 1, "each value is classified once"
 
 
 def test_databricks_checks_the_key_on_the_data_because_its_constraints_are_not_enforced():
@@ -341,7 +367,7 @@ def test_a_char_column_is_read_and_guarded_without_its_padding_on_postgres():
     )
     target = WriteTarget(ref=ref, table=wt.table_clause(ref, ["id", "code"]), key=("id",), columns=("code",),
                          description=desc)
+    v = "CAST(public.customers.code AS TEXT)"
     assert _sql(wt.holds_plaintext(wt.value_of(target, "code")), postgresql.dialect()) == (
-        "CAST(public.customers.code AS TEXT) != '' AND NOT (char_length(CAST(public.customers.code AS TEXT)) "
-        "BETWEEN 49 AND 64 AND (CAST(public.customers.code AS TEXT) COLLATE \"C\") ~ '^tok_[A-Za-z0-9]+_[A-Za-z0-9_-]+$')"
+        f"{v} != '' AND NOT ({_pg_is_token(v)})"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import re
 
@@ -94,15 +95,19 @@ strong_keys = st.builds(
 @given(value=st.text(), key=strong_keys)
 def test_hmac_tokens_are_rfc2104_hmac_sha256_in_base64url(value, key):
     expected = base64.urlsafe_b64encode(hmac.digest(key.encode(), value.encode(), "sha256")).decode().rstrip("=")
-    tok = HMAC_CLASS.create({"key": key, "key_id": "k1"})
-    assert tok.tokenize_many([value]) == [f"tok_k1_{expected}"]
+    v1 = HMAC_CLASS.create({"key": key, "key_id": "k1", "token_version": 1})
+    assert v1.tokenize_many([value]) == [f"tok_k1_{expected}"]
+    # v2: the first 36 digest characters, then 7 of base64url(SHA-256(salt + all before them)).
+    body = f"tok2_k1_{expected[:36]}"
+    check = base64.urlsafe_b64encode(hashlib.sha256(f"datahub-tokenize check:{body}".encode()).digest()).decode()[:7]
+    assert HMAC_CLASS.create({"key": key, "key_id": "k1"}).tokenize_many([value]) == [body + check]
 
 
 def test_hmac_tokens_carry_the_key_id_and_differ_per_key():
     a = load_tokenizer("hmac", {"key": KEY, "key_id": "k2026"})
     b = load_tokenizer("hmac", {"key": KEY + "-rotated", "key_id": "k2027"})
     ta, tb = a.tokenize("alice@example.com"), b.tokenize("alice@example.com")
-    assert ta.startswith("tok_k2026_") and tb.startswith("tok_k2027_")
+    assert ta.startswith("tok2_k2026_") and tb.startswith("tok2_k2027_")
     assert ta != tb
     assert b.is_token(ta), "tokens made under an old key are still recognised after rotation"
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 
+from . import _stderr_gate
 from ._exceptions import (
     ConfigError,
     DatabaseMismatchError,
@@ -499,7 +500,10 @@ class PostgresTokenizer(WarehouseTokenizer):
                     # One read of the whole buffer: psycopg2 takes the GIL for every read,
                     # and in 8 kB reads this thread would queue behind the tokenizing
                     # thread's 5 ms GIL slices hundreds of times per batch.
-                    cur.copy_expert(copy_sql, io.StringIO(text), size=len(text) + 1)
+                    # A connection lost meanwhile raises here, and psycopg2 also prints it,
+                    # with the row being sent (plaintext), to stderr: never let it through.
+                    with _stderr_gate.dropped():
+                        cur.copy_expert(copy_sql, io.StringIO(text), size=len(text) + 1)
                 if not staged:
                     low = first
                 staged += rows

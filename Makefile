@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv postgres demo test test-fast bench dist clean
+.PHONY: venv postgres demo test test-fast bench reliability dist clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "installing python3-venv (Debian's python3 has no venv without it)"; \
@@ -33,6 +33,12 @@ test: venv postgres
 
 bench: venv postgres
 	$(PY) benchmarks/bench_postgres.py
+
+# The reliability suite (also part of `make test`) at 10x its tables and write load; each case
+# prints one [reliability] line with its figures (README, "Live tables").
+RELIABILITY_SCALE ?= 10
+reliability: venv postgres
+	TOKENIZE_RELIABILITY_SCALE=$(RELIABILITY_SCALE) $(VENV)/bin/pytest tests/test_reliability.py -q -s -p no:cacheprovider
 
 # The sdist and wheel a release would publish, checked as an index would check them.
 # Install the wheel where `datahub actions` runs: pip install dist/datahub_tokenize_action-*.whl

@@ -16,6 +16,7 @@ from ._config import (
 from ._events import parse_event
 from ._exceptions import (
     ColumnNotFoundError,
+    CommitOutcomeUnknownError,
     ConfigError,
     DataHubError,
     DatabaseMismatchError,
@@ -74,6 +75,7 @@ __all__ = [
     "parse_config",
     "route",
     "ColumnNotFoundError",
+    "CommitOutcomeUnknownError",
     "ConfigError",
     "DataHubError",
     "DatabaseMismatchError",

@@ -21,6 +21,8 @@ input is permanent, an unreachable warehouse or a held lock is not.
     ├── WarehouseUnavailableError      cannot connect (transient)
     ├── LockTimeoutError               another run holds the table (transient)
     ├── WarehouseWriteError            the warehouse failed during the run
+    │   ├── TokenRewrittenError        a trigger rewrites or skips the tokens written
+    │   └── CommitOutcomeUnknownError  the connection was lost in COMMIT; the server could not tell
     └── DataHubError                   DataHub could not be read or written (transient)
 
     RunInterrupted (a BaseException)   a signal stopped the run (the CLI's SIGTERM/SIGINT)
@@ -32,6 +34,7 @@ from typing import TypeVar
 
 __all__ = [
     "ColumnNotFoundError",
+    "CommitOutcomeUnknownError",
     "ConfigError",
     "DataHubError",
     "DatabaseMismatchError",
@@ -185,6 +188,15 @@ class TokenRewrittenError(WarehouseWriteError):
     would do the same."""
 
     permanent = True
+
+
+class CommitOutcomeUnknownError(WarehouseWriteError):
+    """The connection was lost while COMMIT was under way, and the server could not be
+    asked (or could not yet say) whether the transaction committed: the table holds all of
+    its writes or none of them. A retry establishes which (values already tokens are
+    skipped) and finishes the table either way."""
+
+    permanent = False
 
 
 class DataHubError(TokenizeError):

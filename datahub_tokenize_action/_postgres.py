@@ -346,6 +346,15 @@ class PostgresTokenizer(WarehouseTokenizer):
         # check value in the wrong letter case; two implicit collations would not compare).
         return a.collate("C") == b.collate("C")
 
+    def transaction_id(self, conn: Connection) -> Any | None:
+        # Postgres 10 and later (the pg_*_xact_id() names are 13+). NULL when the transaction
+        # has written nothing: then there is nothing to find out.
+        return conn.exec_driver_sql("SELECT txid_current_if_assigned()").scalar_one()
+
+    def transaction_status(self, conn: Connection, xid: Any) -> str | None:
+        # NULL for a transaction too old for the commit log to say (after wraparound).
+        return conn.execute(sa.text("SELECT txid_status(:xid)"), {"xid": int(xid)}).scalar_one()
+
     def keyset_after(self, target: WriteTarget, last_key: tuple[Any, ...]) -> sa.ColumnElement[bool]:
         # Row-value comparison lets Postgres use the key's index for composite keys too.
         cols = [target.table.c[k] for k in target.key]

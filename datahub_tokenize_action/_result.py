@@ -6,7 +6,7 @@ import dataclasses
 import datetime as _dt
 from typing import Any, Literal, Mapping
 
-__all__ = ["TokenizeResult", "Status", "utc_now"]
+__all__ = ["TokenizeResult", "Status", "committed_text", "utc_now"]
 
 
 def utc_now() -> str:
@@ -14,6 +14,13 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 Status = Literal["SUCCESS", "FAILED"]
+
+
+def committed_text(committed: dict[str, Any]) -> str:
+    """What batches committed before a failure hold, from ``rows_updated`` and
+    ``values_tokenized`` (the fields a failed ``commit_every_batch`` run reports)."""
+    return (f"{committed['rows_updated']:,} row(s) updated, "
+            f"{sum(committed['values_tokenized'].values()):,} value(s) tokenized")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,6 +39,7 @@ from sqlalchemy.sql import sqltypes
 from ._config import ConnectionConfig, RunOptions
 from ._exceptions import (
     ColumnNotFoundError,
+    CommitOutcomeUnknownError,
     InvalidTargetError,
     NoColumnsError,
     NoKeyError,
@@ -52,7 +53,7 @@ from ._exceptions import (
     WarehouseWriteError,
     first_line,
 )
-from ._result import TokenizeResult, utc_now
+from ._result import TokenizeResult, committed_text, utc_now
 from ._routing import TableRef
 from ._tokenizers import TokenOrigin, Tokenizer
 
@@ -170,6 +171,9 @@ class _Counts:
     #: run leaves tokenized).
     committed_rows: int = 0
     committed_tokenized: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Set just before the run's final COMMIT is sent: a signal that finds it set, and the
+    #: connection out of its transaction, came after the run committed (the CLI reads it).
+    finishing: bool = False
 
     def committed(self) -> dict[str, Any]:
         """The committed counts as ``TokenizeResult`` fields (``rows_updated``, ``values_tokenized``)."""
@@ -196,6 +200,9 @@ class WarehouseTokenizer(abc.ABC):
         - ``key_of(target, column)``: a key column's value as read and written back.
         - ``is_permanent(driver_error)``: whether a failure mid-run is worth retrying.
         - ``error_hint(driver_error)``: what to do about it, added to the error's message.
+        - ``transaction_id(conn)`` and ``transaction_status(conn, xid)``: what lets a run
+          whose connection was lost in COMMIT ask the server, on a new connection, whether
+          it committed (default: cannot; the failure is reported as it came).
 
     Capability flags (class attributes):
         - ``supports_transactions``: the whole run can be one transaction.
@@ -215,6 +222,10 @@ class WarehouseTokenizer(abc.ABC):
     #: at least one). Enough to keep Python busy while the writer is slow for a while (on
     #: Postgres, applying a chunk of staged rows); it bounds memory whatever the ``batch_size``.
     MAX_ROWS_IN_FLIGHT: ClassVar[int] = 160_000
+
+    #: After a COMMIT lost with its connection: how long to wait for the server to finish the
+    #: old session's transaction (it may still be writing or waiting for a synchronous standby).
+    COMMIT_OUTCOME_WAIT_S: ClassVar[float] = 10.0
 
     def __init__(self, connection: ConnectionConfig, tokenizer: Tokenizer, options: RunOptions | None = None):
         self.connection = connection
@@ -322,6 +333,17 @@ class WarehouseTokenizer(abc.ABC):
         """What the user can do about a driver error during the run, where the driver's
         own first line does not say (``""``: nothing to add)."""
         return ""
+
+    def transaction_id(self, conn: Connection) -> Any | None:
+        """An id of ``conn``'s open transaction that another session can look up with
+        ``transaction_status`` once ``conn`` is gone; None where the warehouse has none."""
+        return None
+
+    def transaction_status(self, conn: Connection, xid: Any) -> str | None:
+        """``"committed"``, ``"aborted"`` or ``"in progress"``: the outcome of transaction
+        ``xid`` as the server knows it, asked on ``conn`` (another session); None if it
+        cannot tell."""
+        return None
 
     def lock(self, conn: Connection, target: WriteTarget) -> ContextManager[None]:
         """Hold off other runs on the same table while the block runs (default: no lock)."""
@@ -692,7 +714,8 @@ class WarehouseTokenizer(abc.ABC):
                         conn.rollback()
                     else:
                         progress.step("committing")
-                        conn.commit()
+                        counts.finishing = True
+                        self._commit(conn, ref)  # (a lost session after the last COMMIT: nothing left to send)
             except TokenizeError as e:
                 conn.rollback()
                 if commits_batches:
@@ -723,6 +746,10 @@ class WarehouseTokenizer(abc.ABC):
                 if commits_batches:
                     error.committed_counts = counts.committed()  # type: ignore[attr-defined]
                 raise error from None
+            except BaseException as e:  # a signal (RunInterrupted), a bug: what is committed stays
+                if commits_batches:
+                    e.committed_counts = counts.committed()  # type: ignore[attr-defined]
+                raise
         elapsed = time.monotonic() - started
         result = TokenizeResult(
             status="SUCCESS",
@@ -782,14 +809,27 @@ class WarehouseTokenizer(abc.ABC):
         in_flight = max(1, self.MAX_ROWS_IN_FLIGHT // batch_size)
         last_key: tuple[Any, ...] | None = None
 
+        failed: list[BaseException] = []
+
         def send(thunk: Callable[[], None], rows: int, tokenized: dict[str, int]) -> None:
+            if failed:  # a batch before this one failed: its error ends the run, send nothing more
+                return  # (SQLAlchemy would send it on a new session, without the run's lock)
+            try:
+                _send(thunk, rows, tokenized)
+            except BaseException as e:
+                failed.append(e)
+                raise
+
+        def _send(thunk: Callable[[], None], rows: int, tokenized: dict[str, int]) -> None:
             thunk()
             if commit_each:
-                conn.commit()
+                lost = self._commit(conn, target.ref)
                 # Counted once committed: what a run that fails later leaves tokenized.
                 counts.committed_rows += rows
                 for name, n in tokenized.items():
                     counts.committed_tokenized[name] += n
+                if lost is not None:
+                    raise lost  # committed, but the run's session is gone: it cannot go on
 
         progress.rows(expected)
         writer: ContextManager[BatchWriter | None] = (
@@ -834,6 +874,55 @@ class WarehouseTokenizer(abc.ABC):
                     for future in pending:
                         if not future.cancelled():
                             future.exception()  # never leave the writer running on ``conn``
+
+    def _commit(self, conn: Connection, ref: TableRef) -> Exception | None:
+        """COMMIT ``conn``'s transaction. When the COMMIT itself fails with a driver error
+        (the connection dropped, the server restarted), the server may still have committed:
+        ask it on a new connection. If it committed, returns the failure (with a warning):
+        the transaction's writes are in, but the session is gone (its lock, its staging
+        table), so nothing more may be sent on ``conn``. Re-raises the failure if it did not
+        commit, raises CommitOutcomeUnknownError if the server cannot tell. None: committed."""
+        xid = self.transaction_id(conn) if conn.in_transaction() else None
+        try:
+            conn.commit()
+        except Exception as e:
+            driver_error = e.orig if isinstance(e, sa.exc.DBAPIError) else e
+            if xid is None or not isinstance(driver_error, conn.dialect.loaded_dbapi.Error):
+                raise
+            status, why = self._commit_outcome(ref, xid)
+            if status == "aborted":
+                raise
+            if status != "committed":
+                raise CommitOutcomeUnknownError(
+                    f"dataset {ref.dataset_urn}: the connection failed while committing "
+                    f"({first_line(driver_error)}) and whether the server committed is unknown ({why}; "
+                    f"transaction {xid}): the table holds all of the writes of that commit or none of "
+                    "them; run again: a rerun skips values already tokens, so it finishes the table "
+                    "either way and reports what it found"
+                ) from None
+            logger.warning(
+                "%s: the connection failed while committing (%s); asked on a new connection, the "
+                "server says transaction %s committed: the writes are in the table",
+                ref.name, first_line(driver_error), xid,
+            )
+            return e
+        return None
+
+    def _commit_outcome(self, ref: TableRef, xid: Any) -> tuple[str | None, str]:
+        """(status, why it is not known): polled until the server has finished the
+        transaction or ``COMMIT_OUTCOME_WAIT_S`` has passed."""
+        deadline = time.monotonic() + self.COMMIT_OUTCOME_WAIT_S
+        while True:
+            try:
+                with self.engine(ref).connect() as check:
+                    status = self.transaction_status(check, xid)
+                why = ("the server still reports it in progress" if status == "in progress"
+                       else "the server no longer knows it")
+            except sa.exc.DBAPIError as e:
+                status, why = None, f"the server could not be asked: {first_line(e.orig)}"
+            if status in ("committed", "aborted") or time.monotonic() >= deadline:
+                return status, why
+            time.sleep(0.2)
 
     @staticmethod
     def _fetch(conn: Connection, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
@@ -933,8 +1022,7 @@ def _origin_advice(origin: TokenOrigin | None, tokenizer: Tokenizer) -> str:
 
 
 def _committed_text(counts: _Counts) -> str:
-    return (f"{counts.committed_rows:,} row(s) updated, "
-            f"{sum(counts.committed_tokenized.values()):,} value(s) tokenized")
+    return committed_text(counts.committed())
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from ._config import load_pipeline_file, validation_problems
 from . import _runner
 from ._exceptions import ConfigError, DataHubError, InvalidDatasetError, RunInterrupted, TokenizeError, first_line
 from ._request import TokenizeRequest
-from ._result import TokenizeResult
+from ._result import TokenizeResult, committed_text
 from ._runner import failed_result, tokenize_dataset
 from ._warehouse import WarehouseTokenizer
 
@@ -172,6 +172,7 @@ class _Interrupts:
         self.commit_every_batch = False
         self.interrupted: RunInterrupted | None = None
         self._finished: TokenizeResult | None = None  # the run's result when it had committed
+        self._what = ""  # the message's start: the dataset and the signal
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_Interrupts":
@@ -198,7 +199,7 @@ class _Interrupts:
 
     def _message(self, signum: int, frame: FrameType | None) -> str:
         name = signal.Signals(signum).name
-        what = f"dataset {self.request.dataset_urn}: interrupted by {name}"
+        what = self._what = f"dataset {self.request.dataset_urn}: interrupted by {name}"
         if self.dry_run:
             return f"{what}; nothing was changed (a dry run)"
         committed = self._committed(frame)
@@ -208,8 +209,7 @@ class _Interrupts:
                     "before its outcome was recorded; run the same command again to record it (0 rows left "
                     "to change)")
         if self.commit_every_batch:
-            return (f"{what}; batches committed before it (if any) stay tokenized, the other rows still hold "
-                    "plaintext (run.commit_every_batch); run again to finish (values already tokens are skipped)")
+            return self._batches_message(what, None)
         return f"{what}; nothing was changed (the run's transaction was rolled back); run again to tokenize it"
 
     @staticmethod
@@ -229,12 +229,27 @@ class _Interrupts:
                     return result.rows_updated, result
                 if frame.f_code is outer[0]:
                     return None
-            if frame.f_code is run_code and frame.f_locals.get("counts") is not None:
+            counts = frame.f_locals.get("counts") if frame.f_code is run_code else None
+            if counts is not None and counts.finishing:  # the loop ran and its final COMMIT was sent
                 conn = frame.f_locals.get("conn")
-                if conn is not None and not conn.in_transaction():  # the loop ran and the commit returned
-                    return frame.f_locals["counts"].rows_updated, None
+                if conn is not None and not conn.in_transaction():  # ... and returned
+                    return counts.rows_updated, None
             frame = frame.f_back
         return None
+
+    @staticmethod
+    def _batches_message(what: str, committed: dict[str, Any] | None) -> str:
+        held = f" ({committed_text(committed)})" if committed is not None else " (if any)"
+        return (f"{what}; batches committed before it{held} stay tokenized, the other rows still hold "
+                "plaintext (run.commit_every_batch); run again to finish (values already tokens are skipped)")
+
+    def _settle(self, error: RunInterrupted) -> None:
+        """Once the run has unwound: a ``commit_every_batch`` run's error carries what its
+        batches committed (its writer may have committed one more after the signal); the
+        message says it."""
+        committed = getattr(error, "committed_counts", None)
+        if committed is not None and self._finished is None and not self.dry_run:
+            error.args = (self._batches_message(self._what, committed),)
 
     def _failed(self, error: RunInterrupted) -> dict[str, Any]:
         if self._finished is not None:
@@ -246,6 +261,7 @@ class _Interrupts:
 
     def report(self, error: RunInterrupted) -> int:
         """Print the one line (and the JSON object); the exit code."""
+        self._settle(error)
         if self.json_output:
             print(json.dumps(self._failed(error)))
         print(f"datahub-tokenize: error: {error}", file=sys.stderr)

@@ -3,7 +3,7 @@
 import datahub_tokenize_action
 
 EXPECTED = {
-    "ColumnNotFoundError", "ColumnSelection", "ColumnSelectionConfig", "ConfigError", "ConnectionConfig",
+    "ColumnNotFoundError", "ColumnSelection", "CommitOutcomeUnknownError", "ColumnSelectionConfig", "ConfigError", "ConnectionConfig",
     "DataHubError", "DatabaseMismatchError", "HmacTokenizer", "InsufficientPrivilegeError", "InvalidDatasetError", "InvalidTargetError", "LockTimeoutError",
     "NoColumnsError", "NoConnectionError", "NoKeyError", "NotDeltaTableError", "Outcome", "PocTokenizer",
     "RunOptions", "TableNotFoundError", "TableRef", "TokenRewrittenError", "TokenTooLongError", "TokenizeAction", "TokenizeConfig",

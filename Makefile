@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv postgres demo test test-fast bench reliability dist clean
+.PHONY: venv postgres java demo test test-fast bench reliability dist clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "installing python3-venv (Debian's python3 has no venv without it)"; \
@@ -11,7 +11,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-venv >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,spark]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -24,12 +24,20 @@ postgres:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql postgresql-contrib >/dev/null; fi
 
+# tests/test_spark.py runs the Databricks dialect on a local Spark (pyspark), which needs Java;
+# install a JRE when there is none (Debian/Ubuntu).
+java:
+	@if command -v java >/dev/null 2>&1 || [ -n "$$JAVA_HOME" ]; then :; \
+	else echo "installing a Java runtime (for the local Spark engine of the tests)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null; fi
+
 # Seeds a `customers` table in a throwaway Postgres, runs `datahub-tokenize run` twice.
 demo: venv postgres
 	$(PY) -m datahub_tokenize_action.testing.demo
 
-test: venv postgres
-	$(VENV)/bin/pytest tests -q -p no:cacheprovider
+test: venv postgres java
+	TOKENIZE_REQUIRE_SPARK=1 $(VENV)/bin/pytest tests -q -p no:cacheprovider
 
 bench: venv postgres
 	$(PY) benchmarks/bench_postgres.py

@@ -83,7 +83,7 @@ def floor(engine: sa.Engine, table: str) -> float:
     def go() -> None:
         with engine.begin() as c:
             c.execute(sa.text(
-                "CREATE FUNCTION pg_temp.tok2(b text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT b || "
+                "CREATE OR REPLACE FUNCTION pg_temp.tok2(b text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT b || "
                 "translate(left(encode(sha256(convert_to('datahub-tokenize check:' || b, 'UTF8')), 'base64'), 7), "
                 "'+/', '-_') $$"))
             c.execute(sa.text(f"UPDATE {table} SET {sets}"), {"k": KEY})

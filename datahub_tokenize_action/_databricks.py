@@ -4,8 +4,9 @@ No transactions and no locks: each MERGE commits on its own. A run stopped half 
 leaves some batches done and every value either plaintext or a token, never a mix
 inside one value; running again completes the table (tokens are skipped).
 
-Bulk path: ``MERGE INTO <t> USING (VALUES ...) AS s ON <key> WHEN MATCHED AND <the
-plaintext read is still there> THEN UPDATE``. Values are inline literals rendered by
+Bulk path: ``MERGE INTO <t> USING (SELECT * FROM (VALUES ...) AS v(...)) AS s ON <key>
+WHEN MATCHED AND <the plaintext read is still there> THEN UPDATE`` (MERGE refuses column
+aliases on its source). Values are inline literals rendered by
 the dialect's own escaper (the one the connector uses), not parameter markers: native
 parameters stop at 255 per statement, i.e. ~50 rows, which makes big tables take
 hours. Inline statements are capped at ``MAX_STATEMENT_CHARS``. The compare-and-set
@@ -190,9 +191,11 @@ class DatabricksTokenizer(WarehouseTokenizer):
             still_plain.append(f"({cond})")
             sets.append(f"t.{q(c)} = CASE WHEN {cond} THEN s.t{i} ELSE t.{q(c)} END")
         on = " AND ".join(f"t.{q(k)} = s.k{i}" for i, k in enumerate(target.key))
-        head = f"MERGE INTO {self.qualified_name(target.ref)} AS t USING (VALUES "
+        # MERGE takes no column aliases on its source (COLUMN_ALIASES_NOT_ALLOWED, Spark's
+        # parser and Databricks' MERGE reference): the VALUES are named in a subquery.
+        head = f"MERGE INTO {self.qualified_name(target.ref)} AS t USING (SELECT * FROM (VALUES "
         tail = (
-            f") AS s({', '.join(src)}) ON {on} WHEN MATCHED AND ({' OR '.join(still_plain)}) "
+            f") AS v({', '.join(src)})) AS s ON {on} WHEN MATCHED AND ({' OR '.join(still_plain)}) "
             f"THEN UPDATE SET {', '.join(sets)}"
         )
         return head, tail
@@ -238,7 +241,11 @@ class DatabricksTokenizer(WarehouseTokenizer):
             if value is None:
                 return "NULL"
             if isinstance(value, str):
-                return string(value)  # type: ignore[misc]
+                # Spark substitutes ``${...}`` in the statement text before parsing it
+                # (spark.sql.variable.substitute, on by default): '${env:HOME}' would arrive as
+                # '/root'. ``$`` is written as the escape \u0024, which the parser reads back,
+                # so ``${`` never appears (after the processor has escaped backslashes).
+                return string(value).replace("$", "\\u0024")  # type: ignore[misc]
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return str(sa.literal(value).compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
             return repr(value)

@@ -190,21 +190,21 @@ def test_databricks_awkward_names_are_quoted_with_backticks_doubled():
     stmt = sa.select(target.table.c["e-mail"], target.table.c["名前"])
     assert _sql(stmt, DBX) == "SELECT t.`e-mail`, t.`名前` FROM `my-Cat`.`Sälës`.`we``ird Table` AS t"
     head, tail = wt.merge_parts(target)
-    assert head == "MERGE INTO `my-Cat`.`Sälës`.`we``ird Table` AS t USING (VALUES "
+    assert head == "MERGE INTO `my-Cat`.`Sälës`.`we``ird Table` AS t USING (SELECT * FROM (VALUES "
     assert "ON t.`Id` = s.k0" in tail and "t.`e-mail` = CASE WHEN s.t0 IS NOT NULL AND t.`e-mail` = s.p0" in tail
 
 
 def test_databricks_merge_for_a_batch_is_compare_and_set_with_escaped_literals():
     wt, ref = _databricks()
     target = _target(wt, ref, columns=("email", "phone"))
-    batch = Batch(keys=[[1, 2]], plains=[["it's \\ 'x'", None], ["ünï\ncode", "555"]],
+    batch = Batch(keys=[[1, 2]], plains=[["it's \\ 'x' ${env:HOME}", None], ["ünï\ncode", "555"]],
                   tokens=[["tok_a", None], ["tok_b", "tok_c"]])
     head, tail = wt.merge_parts(target)
     [sql] = list(wt.merge_statements(batch, head, tail, wt._literal_renderer(DBX)))
     assert sql == (
-        "MERGE INTO `main`.`sales`.`people` AS t USING (VALUES "
-        "(1, 'it\\'s \\\\ \\'x\\'', 'tok_a', 'ünï\ncode', 'tok_b'), (2, NULL, NULL, '555', 'tok_c')"
-        ") AS s(k0, p0, t0, p1, t1) ON t.`id` = s.k0 "
+        "MERGE INTO `main`.`sales`.`people` AS t USING (SELECT * FROM (VALUES "
+        "(1, 'it\\'s \\\\ \\'x\\' \\u0024{env:HOME}', 'tok_a', 'ünï\ncode', 'tok_b'), (2, NULL, NULL, '555', 'tok_c')"
+        ") AS v(k0, p0, t0, p1, t1)) AS s ON t.`id` = s.k0 "
         "WHEN MATCHED AND ((s.t0 IS NOT NULL AND t.`email` = s.p0) OR (s.t1 IS NOT NULL AND t.`phone` = s.p1)) "
         "THEN UPDATE SET "
         "t.`email` = CASE WHEN s.t0 IS NOT NULL AND t.`email` = s.p0 THEN s.t0 ELSE t.`email` END, "
@@ -224,7 +224,7 @@ def test_databricks_merge_splits_big_batches_and_drops_duplicate_keys(monkeypatc
     head, tail = wt.merge_parts(target)
     statements = list(wt.merge_statements(batch, head, tail, wt._literal_renderer(DBX)))
     assert len(statements) > 1 and all(len(s) <= 1000 for s in statements)
-    rows = [r for s in statements for r in s[len(head):s.index(") AS s(")].split("), (")]
+    rows = [r for s in statements for r in s[len(head):s.index(") AS v(")].split("), (")]
     assert len(rows) == n  # every key once; the duplicate key 5 is left for the next run
 
 

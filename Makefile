@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv postgres java demo test test-fast bench reliability dist clean
+.PHONY: venv postgres java iceberg demo test test-fast bench reliability dist clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "installing python3-venv (Debian's python3 has no venv without it)"; \
@@ -32,11 +32,23 @@ java:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null; fi
 
+# tests/test_spark_writes.py executes the Databricks dialect's MERGE on Iceberg tables (Delta's
+# jars are not on the package index). The Iceberg runtime there is built for Spark 3.5, so it
+# gets its own interpreter; snowpark-connect-deps-iceberg 1.0.3's jar lacks its shaded Jackson
+# classes (NoClassDefFoundError), hence 1.0.2.
+ICEBERG_VENV ?= .venv-iceberg
+$(ICEBERG_VENV)/.installed:
+	$(PYTHON) -m venv $(ICEBERG_VENV)
+	$(ICEBERG_VENV)/bin/python -m pip install --quiet pyspark==3.5.9 snowpark-connect-deps-iceberg==1.0.2
+	touch $@
+
+iceberg: $(ICEBERG_VENV)/.installed
+
 # Seeds a `customers` table in a throwaway Postgres, runs `datahub-tokenize run` twice.
 demo: venv postgres
 	$(PY) -m datahub_tokenize_action.testing.demo
 
-test: venv postgres java
+test: venv postgres java iceberg
 	TOKENIZE_REQUIRE_SPARK=1 $(VENV)/bin/pytest tests -q -p no:cacheprovider
 
 bench: venv postgres
@@ -56,7 +68,7 @@ dist: venv
 	$(PY) -m twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(ICEBERG_VENV) build dist *.egg-info .pytest_cache .hypothesis
 
 # ---- The docker-compose stack (DataHub v1.7.0 + demo warehouse + this action); needs Docker ----
 COMPOSE ?= docker compose

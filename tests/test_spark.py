@@ -45,7 +45,8 @@ def spark(tmp_path_factory):
     try:
         from pyspark.sql import SparkSession
     except ImportError as e:
-        why = f"pyspark is not installed ({e}); pip install -e '.[test]'"
+        why = (f"pyspark is not installed ({e}); pip install -e '.[test,spark]' (make image-compat's "
+               "environments have none: the tier runs in make test)")
     if why is None and not shutil.which("java") and not os.environ.get("JAVA_HOME"):
         why = "no Java runtime (java on PATH or JAVA_HOME); apt-get install openjdk-17-jre-headless"
     if why is not None:
@@ -93,8 +94,8 @@ def dialect(tokenizer=None) -> DatabricksTokenizer:
     return DatabricksTokenizer(config.connections[0], config.build_tokenizer(), config.run)
 
 
-def target(wt, table: str, columns=("v",), key=("id",)) -> WriteTarget:
-    ref = TableRef("urn", "databricks", None, "spark_catalog", "default", table)
+def target(wt, table: str, columns=("v",), key=("id",), catalog="spark_catalog", schema="default") -> WriteTarget:
+    ref = TableRef("urn", "databricks", None, catalog, schema, table)
     desc = TableDescription(columns={c: ColumnInfo(c, "STRING", True) for c in (*key, *columns)},
                             primary_key=tuple(key))
     return WriteTarget(ref=ref, table=wt.table_clause(ref, [*key, *columns]), key=tuple(key),

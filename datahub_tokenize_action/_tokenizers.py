@@ -16,12 +16,12 @@ import abc
 import base64
 import binascii
 import collections
+import functools
 import hashlib
 import importlib.metadata
 import math
-import re
-import functools
 import os
+import re
 from typing import Any, ClassVar, Iterable, Literal, Mapping, NamedTuple, Sequence
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -197,6 +197,7 @@ def _compiled(regex: str) -> "re.Pattern[str]":
     return re.compile(regex)
 
 
+@functools.lru_cache(maxsize=None)
 def _literal_prefix(regex: str) -> str:
     """The literal characters every match of an anchored regex starts with (``^tok_[...``
     gives ``tok_``; ``""`` when unsure: no anchor, an alternation outside groups)."""

@@ -815,14 +815,9 @@ class WarehouseTokenizer(abc.ABC):
             if failed:  # a batch before this one failed: its error ends the run, send nothing more
                 return  # (SQLAlchemy would send it on a new session, without the run's lock)
             try:
-                _send(thunk, rows, tokenized)
-            except BaseException as e:
-                failed.append(e)
-                raise
-
-        def _send(thunk: Callable[[], None], rows: int, tokenized: dict[str, int]) -> None:
-            thunk()
-            if commit_each:
+                thunk()
+                if not commit_each:
+                    return
                 lost = self._commit(conn, target.ref)
                 # Counted once committed: what a run that fails later leaves tokenized.
                 counts.committed_rows += rows
@@ -830,6 +825,9 @@ class WarehouseTokenizer(abc.ABC):
                     counts.committed_tokenized[name] += n
                 if lost is not None:
                     raise lost  # committed, but the run's session is gone: it cannot go on
+            except BaseException as e:
+                failed.append(e)
+                raise
 
         progress.rows(expected)
         writer: ContextManager[BatchWriter | None] = (

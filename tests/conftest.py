@@ -9,9 +9,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from datahub_tokenize_action.testing.postgres import PostgresCluster, PostgresNotInstalled
-
-from .harness import PostgresHarness
+from .harness import PostgresHarness, throwaway_cluster
 
 # datahub's golden-file helpers (--update-golden-files) and the Kafka / schema registry /
 # GMS stand-ins of the end-to-end tests.
@@ -25,16 +23,8 @@ def pg_server_url():
     if url:
         yield url
         return
-    try:
-        cluster = PostgresCluster().start()
-    except PostgresNotInstalled as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs a real Postgres: {e}")
-        pytest.skip(str(e))
-    try:
+    with throwaway_cluster() as cluster:
         yield cluster.server_url()
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -6,15 +6,17 @@ interface and run once per warehouse.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import uuid
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 
 from datahub_tokenize_action import TokenizeConfig, parse_config
+from datahub_tokenize_action.testing.postgres import PostgresCluster, PostgresNotInstalled
 
 HMAC_KEY = "test-hmac-key-0123456789abcdef"
 
@@ -110,6 +112,24 @@ DATABRICKS_VARIABLES = (
     "DATABRICKS_TEST_CATALOG",
     "DATABRICKS_TEST_SCHEMA",
 )
+
+
+@contextlib.contextmanager
+def throwaway_cluster() -> Iterator[PostgresCluster]:
+    """A Postgres cluster from the system's server binaries, stopped after the block. Where
+    none is installed the test skips, or fails under CI=true (CI must run the real thing)."""
+    import pytest
+
+    try:
+        cluster = PostgresCluster().start()
+    except PostgresNotInstalled as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs a real Postgres: {e}")
+        pytest.skip(str(e))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def missing_databricks_variables(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -39,9 +39,9 @@ from datahub_tokenize_action import TokenizeRequest, parse_config
 from datahub_tokenize_action._runner import run_request, tokenize_dataset
 from datahub_tokenize_action._postgres import PostgresTokenizer
 from datahub_tokenize_action._warehouse import WarehouseTokenizer
-from datahub_tokenize_action.testing.postgres import PostgresCluster, PostgresNotInstalled
+from datahub_tokenize_action.testing.postgres import PostgresCluster
 
-from .harness import HMAC_KEY
+from .harness import HMAC_KEY, throwaway_cluster
 
 pytestmark = pytest.mark.postgres
 
@@ -767,16 +767,8 @@ def test_sigkill_mid_run_leaves_plaintext_or_exact_tokens_and_a_rerun_completes_
 @pytest.fixture(scope="module")
 def own_cluster():
     """A cluster only these tests use (and restart): the session's shared one stays untouched."""
-    try:
-        cluster = PostgresCluster().start()
-    except PostgresNotInstalled as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs a real Postgres: {e}")
-        pytest.skip(str(e))
-    try:
+    with throwaway_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def restart(cluster: PostgresCluster) -> None:

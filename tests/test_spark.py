@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import string
 
 import pytest
 import sqlalchemy as sa

@@ -24,7 +24,7 @@ from datahub.metadata.schema_classes import (
 
 from ._columns import select_columns, trigger_field_paths
 from ._config import TokenizeConfig
-from ._dialects import warehouse_for
+from ._warehouses import warehouse_for
 from ._exceptions import DataHubError, NoColumnsError, TokenizeError, detached, first_line
 from ._request import TokenizeRequest
 from ._result import TokenizeResult, utc_now

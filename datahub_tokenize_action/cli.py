@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.parse
 from types import FrameType
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from pydantic import ValidationError
 
@@ -24,7 +24,7 @@ from ._exceptions import ConfigError, DataHubError, InvalidDatasetError, RunInte
 from ._request import TokenizeRequest
 from ._result import TokenizeResult, committed_text
 from ._runner import failed_result, tokenize_dataset
-from ._warehouse import WarehouseTokenizer
+from ._warehouses import WarehouseTokenizer
 
 __all__ = ["main"]
 

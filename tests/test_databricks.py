@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from datahub_tokenize_action import NotDeltaTableError, TokenizeRequest, parse_config
-from datahub_tokenize_action._databricks_url import databricks_url
+from datahub_tokenize_action._warehouses.databricks_url import databricks_url
 from datahub_tokenize_action._routing import route
 from datahub_tokenize_action._runner import run_request
 

@@ -7,7 +7,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 
 from datahub_tokenize_action._config import ConnectionConfig
-from datahub_tokenize_action._databricks_url import databricks_url
+from datahub_tokenize_action._warehouses.databricks_url import databricks_url
 from datahub_tokenize_action._exceptions import ConfigError
 
 TOKEN = "dapi0123456789abcdef0123456789abcdef"

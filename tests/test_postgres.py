@@ -32,10 +32,10 @@ from datahub_tokenize_action import (
     WarehouseWriteError,
     parse_config,
 )
-from datahub_tokenize_action._postgres import PostgresTokenizer
+from datahub_tokenize_action._warehouses.postgres import PostgresTokenizer
 from datahub_tokenize_action._routing import route
 from datahub_tokenize_action._runner import run_request, tokenize_dataset
-from datahub_tokenize_action._warehouse import Batch
+from datahub_tokenize_action._warehouses import Batch, loop, plan
 
 from .harness import HMAC_KEY, PostgresHarness, install_tokenizer
 from .test_warehouse_contract import WarehouseContract
@@ -240,8 +240,8 @@ def _run_lock_held(pg, config, table: str) -> Iterator[None]:
     wt = PostgresTokenizer(connection, config.build_tokenizer(), config.run)
     holder = pg.engine.connect()
     try:
-        with wt._connect(ref) as c:
-            target = wt.validate(c, ref, ["email"])
+        with wt.connect(ref) as c:
+            target = plan.validate(wt, c, ref, ["email"])
         with wt.lock(holder, target):
             yield
     finally:
@@ -255,8 +255,8 @@ def test_taking_the_run_lock_leaves_the_sessions_timeouts_as_they_were(pg):
     connection, ref = route(pg.urn(table), config.connections)
     wt = PostgresTokenizer(connection, config.build_tokenizer(), config.run)
     try:
-        with wt._connect(ref) as c:
-            target = wt.validate(c, ref, ["email"])
+        with wt.connect(ref) as c:
+            target = plan.validate(wt, c, ref, ["email"])
             c.execute(sa.text("SET lock_timeout = '7s'; SET statement_timeout = '9min'"))
             with wt.lock(c, target):
                 held = c.execute(sa.text("SELECT current_setting('lock_timeout'), "
@@ -291,17 +291,17 @@ def test_the_scan_before_writing_classifies_each_value_once_and_may_run_in_paral
     connection, ref = route(pg.urn(table), config.connections)
     wt = PostgresTokenizer(connection, config.build_tokenizer(), config.run)
     try:
-        with wt._connect(ref) as conn:
-            target = wt.validate(conn, ref, ["email", "phone"])
+        with wt.connect(ref) as conn:
+            target = plan.validate(wt, conn, ref, ["email", "phone"])
             for name in ("parallel_setup_cost", "min_parallel_table_scan_size"):  # as on a large table
                 conn.execute(sa.text(f"SET LOCAL {name} = 0"))
-            stmt = wt._stats_query(target).compile(conn, compile_kwargs={"literal_binds": True})
-            plan = conn.execute(sa.text(f"EXPLAIN (VERBOSE, FORMAT JSON) {stmt}")).scalar_one()[0]["Plan"]
-            stats = conn.execute(wt._stats_query(target)).one()
+            stmt = plan.stats_query(wt, target).compile(conn, compile_kwargs={"literal_binds": True})
+            explained = conn.execute(sa.text(f"EXPLAIN (VERBOSE, FORMAT JSON) {stmt}")).scalar_one()[0]["Plan"]
+            stats = conn.execute(plan.stats_query(wt, target)).one()
             conn.rollback()
     finally:
         wt.dispose()
-    nodes = list(_plan_nodes(plan))
+    nodes = list(_plan_nodes(explained))
     scans = [n for n in nodes if n["Node Type"] == "Seq Scan"]
     assert len(scans) == 1 and scans[0].get("Parallel Aware"), nodes
     classified = [o for o in scans[0]["Output"] if "~" in o]
@@ -317,8 +317,8 @@ def test_a_value_changed_since_it_was_read_is_left_alone(pg, caplog):
     connection, ref = route(pg.urn(table), config.connections)
     wt = PostgresTokenizer(connection, config.build_tokenizer(), config.run)
     try:
-        with wt._connect(ref) as conn:
-            target = wt.validate(conn, ref, ["email"])
+        with wt.connect(ref) as conn:
+            target = plan.validate(wt, conn, ref, ["email"])
             pg.execute(f"UPDATE {table} SET email = 'new@x.com' WHERE id = 1")
             with wt.batch_writer(conn, target) as write:
                 write(Batch(keys=[[1, 2]], plains=[["old@x.com", "b@x.com"]], tokens=[["tok_stale", "tok_fresh"]]))()
@@ -407,11 +407,8 @@ def test_long_runs_log_progress_with_rate_and_the_final_apply(pg, caplog):
 def test_a_long_statement_still_logs_progress_every_interval(pg, caplog, monkeypatch):
     # One statement can run for minutes on a large table (the scan before writing: ~2 s per
     # million rows already tokenized); the run must not go silent meanwhile.
-    from datahub_tokenize_action._warehouse import WarehouseTokenizer
-
-    stats_query = WarehouseTokenizer._stats_query
-    monkeypatch.setattr(WarehouseTokenizer, "_stats_query",
-                        lambda self, target: stats_query(self, target).add_columns(sa.func.pg_sleep(1.5)))
+    stats_query = plan.stats_query
+    monkeypatch.setattr(plan, "stats_query", lambda wh, target: stats_query(wh, target).add_columns(sa.func.pg_sleep(1.5)))
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
     caplog.set_level("INFO", logger="datahub_tokenize_action")
     result = run_request(pg.config(progress_interval_s=0.3), TokenizeRequest(pg.urn(table), ("email",)))
@@ -425,11 +422,8 @@ def test_a_long_statement_still_logs_progress_every_interval(pg, caplog, monkeyp
 
 def test_a_roles_statement_timeout_fails_the_run_with_what_to_do_but_not_the_wait_for_the_lock(pg, monkeypatch):
     # Roles often carry a statement_timeout; the scan before writing reads the whole table.
-    from datahub_tokenize_action._warehouse import WarehouseTokenizer
-
-    stats_query = WarehouseTokenizer._stats_query
-    monkeypatch.setattr(WarehouseTokenizer, "_stats_query",
-                        lambda self, target: stats_query(self, target).add_columns(sa.func.pg_sleep(1)))
+    stats_query = plan.stats_query
+    monkeypatch.setattr(plan, "stats_query", lambda wh, target: stats_query(wh, target).add_columns(sa.func.pg_sleep(1)))
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
     role = f"tokenize_{table}"
     config = _as_role(pg, role, f"GRANT SELECT, UPDATE ON {table} TO {{role}}; "
@@ -451,11 +445,8 @@ def test_a_roles_statement_timeout_fails_the_run_with_what_to_do_but_not_the_wai
 
 @pytest.mark.parametrize("commit_every_batch", [False, True])
 def test_a_failing_dry_run_says_nothing_was_changed(pg, monkeypatch, commit_every_batch):
-    from datahub_tokenize_action._warehouse import WarehouseTokenizer
-
-    stats_query = WarehouseTokenizer._stats_query
-    monkeypatch.setattr(WarehouseTokenizer, "_stats_query",
-                        lambda self, target: stats_query(self, target).add_columns(sa.literal(1) / sa.literal(0)))
+    stats_query = plan.stats_query
+    monkeypatch.setattr(plan, "stats_query", lambda wh, target: stats_query(wh, target).add_columns(sa.literal(1) / sa.literal(0)))
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
     with pytest.raises(WarehouseWriteError, match=r"division by zero; nothing was changed \(a dry run\)$"):
         run_request(pg.config(commit_every_batch=commit_every_batch), TokenizeRequest(pg.urn(table), ("email",)),
@@ -634,8 +625,8 @@ def test_a_dry_run_calls_no_tokenizer(pg, monkeypatch):
 
 def test_a_lost_connection_during_the_guard_check_is_a_transient_warehouse_error(pg, monkeypatch):
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
-    monkeypatch.setattr(PostgresTokenizer, "_guard_probe_query",
-                        lambda self, token: sa.select(sa.func.pg_terminate_backend(sa.func.pg_backend_pid()), sa.true()))
+    monkeypatch.setattr(plan, "guard_probe_query",
+                        lambda wh, token: sa.select(sa.func.pg_terminate_backend(sa.func.pg_backend_pid()), sa.true()))
     with pytest.raises(WarehouseWriteError) as err:
         run_request(pg.config(), TokenizeRequest(pg.urn(table), ("email",)))
     assert err.value.permanent is False
@@ -673,15 +664,13 @@ def test_a_failure_at_a_batch_commit_is_reported_as_the_warehouse_error(pg):
 def test_a_run_freezes_old_objects_for_the_loop_and_leaves_the_collector_as_it_found_it(pg, monkeypatch, host):
     import gc
 
-    from datahub_tokenize_action._warehouse import WarehouseTokenizer
-
     assert gc.get_freeze_count() == 0 and gc.isenabled(), "precondition: the test process froze nothing"
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(30))
     in_loop: list[int] = []
 
     def tokenize_many(self, values):
         values = list(values)
-        if values != [WarehouseTokenizer.GUARD_PROBE]:  # (the guard check runs before the loop)
+        if values != [plan.GUARD_PROBE]:  # (the guard check runs before the loop)
             in_loop.append(gc.get_freeze_count())
             if host == "the loop fails" and len(in_loop) == 2:
                 raise ConnectionError("vault is down")
@@ -1008,13 +997,11 @@ def test_a_trigger_that_leaves_the_tokenized_columns_alone_is_fine(pg):
 
 def test_the_run_outlasts_a_roles_idle_in_transaction_timeout(pg, monkeypatch):
     # The run's connection idles in its transaction while the other reads the next page.
-    from datahub_tokenize_action._warehouse import WarehouseTokenizer
-
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(30))
     role = f"tokenize_{table}"
     config = _as_role(pg, role, f"GRANT SELECT, UPDATE ON {table} TO {{role}}")
     pg.execute(f"ALTER ROLE {role} SET idle_in_transaction_session_timeout = '300ms'")
-    fetch, calls = WarehouseTokenizer._fetch, []
+    fetch, calls = loop.fetch, []
 
     def slow_fetch(conn, stmt):
         calls.append(1)
@@ -1022,7 +1009,7 @@ def test_the_run_outlasts_a_roles_idle_in_transaction_timeout(pg, monkeypatch):
             time.sleep(1.0)  # the first batch is written by now: its transaction is open
         return fetch(conn, stmt)
 
-    monkeypatch.setattr(WarehouseTokenizer, "_fetch", staticmethod(slow_fetch))
+    monkeypatch.setattr(loop, "fetch", slow_fetch)
     config.run.batch_size = 10
     assert run_request(config, TokenizeRequest(pg.urn(table), ("email",))).rows_updated == 30
 

@@ -37,8 +37,8 @@ import yaml
 
 from datahub_tokenize_action import TokenizeRequest, parse_config
 from datahub_tokenize_action._runner import run_request, tokenize_dataset
-from datahub_tokenize_action._postgres import PostgresTokenizer
-from datahub_tokenize_action._warehouse import WarehouseTokenizer
+from datahub_tokenize_action._warehouses.postgres import PostgresTokenizer
+from datahub_tokenize_action._warehouses import WarehouseTokenizer, loop
 from datahub_tokenize_action.testing.postgres import PostgresCluster
 
 from .harness import HMAC_KEY, throwaway_cluster
@@ -437,10 +437,10 @@ def test_rows_changed_after_the_run_read_them_and_before_it_wrote_them_keep_the_
     changed_rows: set[int] = set()
     app = sa.create_engine(sa.make_url(pg.server_url).set(database=pg.database), isolation_level="AUTOCOMMIT",
                            poolclass=sa.pool.NullPool)
-    original = WarehouseTokenizer._tokenize_batch
+    original = loop.tokenize_batch
     calls: list[int] = []
 
-    def tokenize_batch(self, target, page, nkey, dry_run, counts):
+    def tokenize_batch(wh, target, page, nkey, dry_run, counts):
         calls.append(len(page))
         if len(calls) in (1, 3):
             ids = [int(r[0]) for r in page]  # the key as read (text)
@@ -463,9 +463,9 @@ def test_rows_changed_after_the_run_read_them_and_before_it_wrote_them_keep_the_
                     expected[row] = new
                     if any(new[col] != initial[row][col] for col in columns):
                         changed_rows.add(row)
-        return original(self, target, page, nkey, dry_run, counts)
+        return original(wh, target, page, nkey, dry_run, counts)
 
-    monkeypatch.setattr(WarehouseTokenizer, "_tokenize_batch", tokenize_batch)
+    monkeypatch.setattr(loop, "tokenize_batch", tokenize_batch)
     caplog.set_level(logging.WARNING, logger="datahub_tokenize_action")
     try:
         result = run_request(config, TokenizeRequest(pg.urn(table), columns))
@@ -486,7 +486,7 @@ def test_rows_changed_after_the_run_read_them_and_before_it_wrote_them_keep_the_
                         "after they were read, and were left as it wrote them (counted as updated); run again to "
                         "tokenize any plaintext it wrote"]
     assert result.rows_updated == sum(1 for v in initial.values() if any(v[c] for c in columns))
-    monkeypatch.setattr(WarehouseTokenizer, "_tokenize_batch", original)
+    monkeypatch.setattr(loop, "tokenize_batch", original)
     again = run_request(config, TokenizeRequest(pg.urn(table), columns))
     left = sum(1 for row in changed_rows for col in columns if expected[row][col] != initial[row][col])
     assert sum(again.values_tokenized.values()) == left
@@ -691,8 +691,9 @@ def test_sigterm_stops_the_cli_cleanly_mid_run_and_a_rerun_completes_the_table(p
 #: has committed the first batch and waits, idle, outside any transaction.
 HELD_SECOND_PAGE = r"""
 import sys, time
-from datahub_tokenize_action import _warehouse, cli
-fetch = _warehouse.WarehouseTokenizer._fetch
+from datahub_tokenize_action import cli
+from datahub_tokenize_action._warehouses import loop
+fetch = loop.fetch
 calls = []
 
 def held(conn, stmt):
@@ -701,7 +702,7 @@ def held(conn, stmt):
         time.sleep(60)  # SIGTERM comes meanwhile
     return fetch(conn, stmt)
 
-_warehouse.WarehouseTokenizer._fetch = staticmethod(held)
+loop.fetch = held
 sys.exit(cli.main(sys.argv[1:]))
 """
 

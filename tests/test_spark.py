@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datahub_tokenize_action import TableRef, load_tokenizer, parse_config
-from datahub_tokenize_action._databricks import DatabricksTokenizer
-from datahub_tokenize_action._warehouse import Batch, ColumnInfo, TableDescription, WriteTarget
+from datahub_tokenize_action._warehouses.databricks import DatabricksTokenizer
+from datahub_tokenize_action._warehouses import Batch, ColumnInfo, TableDescription, WriteTarget, plan
 
 from .harness import HMAC_KEY
 
@@ -155,8 +155,8 @@ def test_every_read_the_dialect_emits_is_parsed_by_spark(spark):
             .where(sa.or_(wt.holds_plaintext(tab.c.email), wt.holds_plaintext(tab.c.phone)),
                    wt.keyset_after(t, ("eu${x}", 7)))
             .order_by(tab.c.region, tab.c.id).limit(500))
-    for sql in (compiled(page), compiled(wt._stats_query(t)),
-                compiled(wt._guard_probe_query(wt.tokenizer.tokenize("x")))):
+    for sql in (compiled(page), compiled(plan.stats_query(wt, t)),
+                compiled(plan.guard_probe_query(wt, wt.tokenizer.tokenize("x")))):
         parse(spark, sql)
 
 
@@ -203,7 +203,7 @@ def test_the_guard_on_a_spark_table_classifies_every_value_as_python_does(spark,
 def test_the_stats_scan_on_a_spark_table_counts_as_python_does(spark, corpus_table):
     wt = dialect()
     t = target(wt, "corpus")
-    row = spark.sql(compiled(wt._stats_query(t))).collect()[0].asDict()
+    row = spark.sql(compiled(plan.stats_query(wt, t))).collect()[0].asDict()
     tok = wt.tokenizer
     values = corpus_table
     assert row["nulls_0"] == sum(v is None for v in values)

@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from datahub_tokenize_action._warehouse import Batch
+from datahub_tokenize_action._warehouses import Batch
 
 from .test_spark import TRICKY, dialect, target
 
@@ -52,7 +52,7 @@ def run_on_iceberg(python: str, tmp_path, columns, rows, before, statements) -> 
 
 def test_the_merges_a_run_sends_tokenize_exactly_the_values_still_holding_what_was_read(
         iceberg_python, tmp_path, monkeypatch):
-    import datahub_tokenize_action._databricks as mod
+    import datahub_tokenize_action._warehouses.databricks as mod
 
     monkeypatch.setattr(mod, "MAX_STATEMENT_CHARS", 6000)  # several statements, as on a big batch
     wt = dialect()

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql
 
 from datahub_tokenize_action import TableRef, parse_config
-from datahub_tokenize_action._postgres import PostgresTokenizer, copy_column
-from datahub_tokenize_action._warehouse import ColumnInfo, TableDescription, WriteTarget
+from datahub_tokenize_action._warehouses.postgres import PostgresTokenizer, copy_column
+from datahub_tokenize_action._warehouses import ColumnInfo, TableDescription, WriteTarget, plan
 
 from .harness import HMAC_KEY
 
@@ -139,8 +139,8 @@ def test_postgres_keyset_paging_uses_a_row_value_comparison_for_composite_keys()
 
 from databricks.sqlalchemy import DatabricksDialect  # noqa: E402
 
-from datahub_tokenize_action._databricks import DatabricksTokenizer, parse_describe_extended  # noqa: E402
-from datahub_tokenize_action._warehouse import Batch  # noqa: E402
+from datahub_tokenize_action._warehouses.databricks import DatabricksTokenizer, parse_describe_extended  # noqa: E402
+from datahub_tokenize_action._warehouses import Batch  # noqa: E402
 
 DBX = DatabricksDialect()
 
@@ -158,8 +158,8 @@ def _databricks(catalog="main", schema="sales", table="people"):
 def test_databricks_guard_check_asks_the_warehouse_about_a_token_a_plaintext_and_a_lookalike():
     wt, _ = _databricks()
     token = "tok2_k1_" + "a" * 43
-    sql = _sql(wt._guard_probe_query(token), DBX)
-    probes = [f"'{wt.GUARD_PROBE}'", f"'{wt.LOOKALIKE_PROBE}'", f"'{token}'"]
+    sql = _sql(plan.guard_probe_query(wt, token), DBX)
+    probes = [f"'{plan.GUARD_PROBE}'", f"'{plan.LOOKALIKE_PROBE}'", f"'{token}'"]
     assert sql == "SELECT " + ", ".join(f"{_dbx_is_token(p)} AS anon_{i}" for i, p in enumerate(probes, 1))
 
 
@@ -213,7 +213,7 @@ def test_databricks_merge_for_a_batch_is_compare_and_set_with_escaped_literals()
 
 
 def test_databricks_merge_splits_big_batches_and_drops_duplicate_keys(monkeypatch):
-    import datahub_tokenize_action._databricks as mod
+    import datahub_tokenize_action._warehouses.databricks as mod
 
     monkeypatch.setattr(mod, "MAX_STATEMENT_CHARS", 1000)
     wt, ref = _databricks()
@@ -284,12 +284,12 @@ def test_databricks_validation_describes_the_table_by_its_quoted_parts_and_refus
 
     wt, ref = _databricks(table="People-2024")
     conn = _RecordingConnection(DESCRIBE_ROWS)
-    target = wt.validate(conn, ref, ["email", "code"])
+    target = plan.validate(wt, conn, ref, ["email", "code"])
     assert conn.sql == ["DESCRIBE TABLE EXTENDED `main`.`sales`.`People-2024`"]
     assert target.key == ("id", "we`ird")
     wt.check_table(conn, target)  # Delta: accepted
     parquet = [r if r[0] != "Provider" else ("Provider", "parquet", "") for r in DESCRIBE_ROWS]
-    target = wt.validate(_RecordingConnection(parquet), ref, ["email"])
+    target = plan.validate(wt, _RecordingConnection(parquet), ref, ["email"])
     import pytest
 
     with pytest.raises(NotDeltaTableError, match="parquet, not Delta"):
@@ -299,7 +299,7 @@ def test_databricks_validation_describes_the_table_by_its_quoted_parts_and_refus
 def test_databricks_stats_scan_classifies_each_value_once():
     wt, ref = _databricks()
     target = _target(wt, ref, columns=("email",))
-    assert _sql(wt._stats_query(target), DBX) == (
+    assert _sql(plan.stats_query(wt, target), DBX) == (
         "SELECT count(*) AS total_rows, coalesce(sum(CASE WHEN (v.class_0 = 'p') THEN 1 ELSE 0 END), 0) AS rows_to_change, "
         "coalesce(sum(CASE WHEN (v.class_0 = 'n') THEN 1 ELSE 0 END), 0) AS nulls_0, "
         "coalesce(sum(CASE WHEN (v.class_0 = 'e') THEN 1 ELSE 0 END), 0) AS empty_0, "
@@ -318,7 +318,7 @@ def test_databricks_stats_scan_classifies_each_value_once():
 def test_postgres_stats_scan_is_fenced_so_the_regex_runs_once_per_value():
     wt, ref = _postgres()
     target = _target(wt, ref, columns=("email",))
-    sql = _sql(wt._stats_query(target), postgresql.dialect())
+    sql = _sql(plan.stats_query(wt, target), postgresql.dialect())
     assert sql.endswith("clock_timestamp() AS fence FROM public.customers) AS v")
     assert sql.count("~ '^tok2_[A-Za-z0-9]+") == 1, "each value is classified once"
 
@@ -327,15 +327,15 @@ def test_databricks_checks_the_key_on_the_data_because_its_constraints_are_not_e
     from datahub_tokenize_action import NoKeyError
 
     wt, ref = _databricks()
-    target = wt.validate(_RecordingConnection(DESCRIBE_ROWS), ref, ["email"])
+    target = plan.validate(wt, _RecordingConnection(DESCRIBE_ROWS), ref, ["email"])
     conn = _RecordingConnection(DESCRIBE_ROWS, scalar=0)
-    wt.check_key(conn, target)
+    plan.check_key(wt, conn, target)
     assert conn.sql == [
         "SELECT count(*) AS count_1 FROM (SELECT 1 AS anon_1 FROM `main`.`sales`.people AS t "
         "GROUP BY t.id, t.`we``ird` HAVING count(*) > 1 OR t.id IS NULL OR t.`we``ird` IS NULL) AS shared"
     ]
     with pytest.raises(NoKeyError, match=r"key \(id, we`ird\).*2 key value\(s\)"):
-        wt.check_key(_RecordingConnection(DESCRIBE_ROWS, scalar=2), target)
+        plan.check_key(wt, _RecordingConnection(DESCRIBE_ROWS, scalar=2), target)
 
 
 def test_databricks_refuses_char_columns_because_it_pads_them_on_read():
@@ -344,7 +344,7 @@ def test_databricks_refuses_char_columns_because_it_pads_them_on_read():
     wt, ref = _databricks()
     rows = [("initials", "char(3)", None), *DESCRIBE_ROWS]
     conn = _RecordingConnection(rows)
-    target = wt.validate(conn, ref, ["email", "initials"])
+    target = plan.validate(wt, conn, ref, ["email", "initials"])
     with pytest.raises(UnsupportedColumnTypeError, match="'initials' is CHAR\\(3\\).*TYPE STRING"):
         wt.check_table(conn, target)
 
@@ -356,7 +356,7 @@ def test_databricks_refuses_a_key_whose_values_cannot_be_matched_back_to_rows():
     rows = [("blob", "binary", None), ("email", "string", None), ("", "", ""), ("Provider", "delta", ""),
             ("# Constraints", "", ""), ("pk", "PRIMARY KEY (`blob`)", "")]
     with pytest.raises(NoKeyError, match=r"blob \(BINARY\)"):
-        wt.validate(_RecordingConnection(rows), ref, ["email"])
+        plan.validate(wt, _RecordingConnection(rows), ref, ["email"])
 
 
 def test_a_char_column_is_read_and_guarded_without_its_padding_on_postgres():

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datahub_tokenize_action import TokenizeRequest, load_tokenizer
-from datahub_tokenize_action._postgres import PostgresTokenizer
+from datahub_tokenize_action._warehouses.postgres import PostgresTokenizer
 from datahub_tokenize_action._runner import run_request
 from datahub_tokenize_action._tokenizers import CHECK_CHARS, upgrade_v1_token
 

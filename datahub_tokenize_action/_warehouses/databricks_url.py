@@ -30,8 +30,8 @@ import re
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from ._config import ConnectionConfig
-from ._exceptions import ConfigError
+from .._config import ConnectionConfig
+from .._exceptions import ConfigError
 
 __all__ = ["databricks_url"]
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ._config import ConnectionConfig, RunOptions
-from ._exceptions import NoConnectionError
-from ._databricks import DatabricksTokenizer
-from ._postgres import PostgresTokenizer
-from ._tokenizers import Tokenizer
-from ._warehouse import WarehouseTokenizer
+from .._config import ConnectionConfig, RunOptions
+from .._exceptions import NoConnectionError
+from .databricks import DatabricksTokenizer
+from .postgres import PostgresTokenizer
+from .._tokenizers import Tokenizer
+from .base import WarehouseTokenizer
 
 __all__ = ["DIALECTS", "warehouse_for"]
 

@@ -25,10 +25,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.sql.elements import quoted_name
 
-from ._databricks_url import databricks_url
-from ._exceptions import NotDeltaTableError, TableNotFoundError, UnsupportedColumnTypeError
-from ._routing import TableRef
-from ._warehouse import Batch, BatchWriter, ColumnInfo, TableDescription, WarehouseTokenizer, WriteTarget
+from .databricks_url import databricks_url
+from .._exceptions import NotDeltaTableError, TableNotFoundError, UnsupportedColumnTypeError
+from .._routing import TableRef
+from .base import WarehouseTokenizer
+from .model import Batch, BatchWriter, ColumnInfo, TableDescription, WriteTarget
 
 __all__ = ["DatabricksTokenizer", "parse_describe_extended"]
 

@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterator, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 
-from . import _stderr_gate
-from ._exceptions import (
+from .. import _stderr_gate
+from .._exceptions import (
     ConfigError,
     DatabaseMismatchError,
     InsufficientPrivilegeError,
@@ -24,8 +24,10 @@ from ._exceptions import (
     UnsupportedColumnTypeError,
     UnsupportedTableError,
 )
-from ._routing import TableRef
-from ._warehouse import Batch, BatchWriter, TableDescription, WarehouseTokenizer, WriteTarget, mask_url
+from .._routing import TableRef
+from .base import WarehouseTokenizer
+from .model import Batch, BatchWriter, TableDescription, WriteTarget
+from .urls import mask_url
 
 __all__ = ["PostgresTokenizer", "copy_column", "copy_text"]
 

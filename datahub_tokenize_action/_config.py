@@ -71,6 +71,17 @@ class ConnectionConfig(ConfigModel):
         description="Databricks only, instead of `url`: a personal access token or service "
         "principal token.",
     )
+    secret_scope: str | None = Field(
+        default=None,
+        description="Databricks only, for pushdown (`run.pushdown`): the secret scope holding "
+        "the tokenizer's key, read in SQL by `secret(secret_scope, secret_key)` so the key never "
+        "appears in statement text or query history. Without it, Databricks runs use the client loop.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Databricks only, with `secret_scope`: the key of the secret whose value is "
+        "the tokenizer's `key`, byte for byte (a run checks it before writing).",
+    )
     engine_options: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra keyword arguments for SQLAlchemy's `create_engine` (e.g. `connect_args`).",
@@ -88,6 +99,20 @@ class ConnectionConfig(ConfigModel):
             raise ValueError(
                 f"connection for platform {self.platform!r} needs `url` (or, for databricks, "
                 "`host`, `http_path` and `token`)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _secret_names_both(self) -> "ConnectionConfig":
+        if (self.secret_scope is None) != (self.secret_key is None):
+            raise ValueError(
+                f"connection for platform {self.platform!r}: `secret_scope` and `secret_key` go "
+                "together (the Databricks secret holding the tokenizer's key); set both or neither"
+            )
+        if self.secret_scope is not None and self.platform != "databricks":
+            raise ValueError(
+                f"connection for platform {self.platform!r}: `secret_scope`/`secret_key` are for "
+                "databricks only (Postgres pushdown hands the key over in the session); remove them"
             )
         return self
 
@@ -168,6 +193,25 @@ class RunOptions(ConfigModel):
         default=5.0, gt=0,
         description="Seconds between progress log lines on long runs.",
     )
+    pushdown: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Where tokens are computed. `never`: the client loop (rows are read, "
+        "tokenized in Python and written back in batches). `always`: one UPDATE computing each "
+        "token in the warehouse (the tokenizer's SQL form: hmac v2), all or nothing; a run fails "
+        "before writing when it cannot (another tokenizer, Databricks without `secret_scope`, a "
+        "Postgres table with triggers). `auto` (default): pushdown where it can run and measured "
+        "faster: Databricks with `secret_scope` set; the loop on Postgres, where the benchmark "
+        "found one UPDATE no faster (README, Pushdown). The key never appears in statement text.",
+    )
+
+    @model_validator(mode="after")
+    def _pushdown_is_one_statement(self) -> "RunOptions":
+        if self.pushdown == "always" and self.commit_every_batch:
+            raise ValueError(
+                "run.pushdown: always writes the table in one statement, so run.commit_every_batch "
+                "cannot apply; drop one of them (auto uses the loop when commit_every_batch is set)"
+            )
+        return self
 
 
 DEFAULT_NAME_PATTERNS = [

@@ -17,7 +17,8 @@ input is permanent, an unreachable warehouse or a held lock is not.
     │   ├── TokenTooLongError
     │   ├── NoKeyError
     │   ├── NotDeltaTableError
-    │   └── NoColumnsError             nothing says which columns hold PII
+    │   ├── NoColumnsError             nothing says which columns hold PII
+    │   └── PushdownUnavailableError   run.pushdown: always, and this run cannot push down
     ├── WarehouseUnavailableError      cannot connect (transient)
     ├── LockTimeoutError               another run holds the table (transient)
     ├── WarehouseWriteError            the warehouse failed during the run
@@ -45,6 +46,7 @@ __all__ = [
     "NoConnectionError",
     "NoKeyError",
     "NotDeltaTableError",
+    "PushdownUnavailableError",
     "RunInterrupted",
     "TableNotFoundError",
     "TokenTooLongError",
@@ -143,6 +145,11 @@ class UnsupportedTableError(InvalidTargetError):
 
 class NoColumnsError(InvalidTargetError):
     pass
+
+
+class PushdownUnavailableError(InvalidTargetError):
+    """``run.pushdown: always``, but this run cannot compute tokens in the warehouse (the
+    tokenizer has no SQL form, no Databricks secret is configured, the table has triggers)."""
 
 
 class InsufficientPrivilegeError(InvalidTargetError):

@@ -44,6 +44,9 @@ class TokenizeResult:
     empty_strings: Mapping[str, int] = dataclasses.field(default_factory=dict)
     elapsed_s: float = 0.0
     dry_run: bool = False
+    #: How the tokens were made: ``loop`` (read, tokenized in Python, written back in batches)
+    #: or ``pushdown`` (one UPDATE computing them in the warehouse); None before a run chose.
+    method: str | None = None
     table: str | None = None
     tokenizer: str | None = None
     key_id: str | None = None

@@ -16,6 +16,7 @@ import abc
 import base64
 import binascii
 import collections
+import dataclasses
 import functools
 import hashlib
 import importlib.metadata
@@ -33,6 +34,7 @@ from ._exceptions import ConfigError, UnknownTokenizerError
 __all__ = [
     "ENTRY_POINT_GROUP",
     "BUILTIN_TOKEN_PATTERNS",
+    "HmacSqlForm",
     "HmacTokenizer",
     "PocTokenizer",
     "TokenOrigin",
@@ -145,6 +147,11 @@ class Tokenizer(abc.ABC):
             return None
         return TokenOrigin(self.type_name or type(self).__name__, self.key_id, True)
 
+    def sql_form(self) -> "HmacSqlForm | None":
+        """What a warehouse needs to make this tokenizer's tokens itself (pushdown), or None
+        where it cannot (the default: tokens are made in Python, by the client loop)."""
+        return None
+
     def plaintext_mask(self, values: Sequence[object]) -> list[bool]:
         """For each value: True when it is a non-empty string that is not a token (to tokenize)."""
         patterns = self.token_patterns
@@ -190,6 +197,26 @@ def check_value(text: str) -> str:
     """base64url (with its padding) of SHA-256 of ``text`` in UTF-8: what a token's check value
     is cut from. The warehouse computes the same in SQL (``WarehouseTokenizer.sha256_base64url``)."""
     return base64.urlsafe_b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+
+
+@dataclasses.dataclass(frozen=True)
+class HmacSqlForm:
+    """An hmac v2 token as SQL computes it, from SHA-256 and base64 alone:
+
+    ``prefix + b64url(HMAC-SHA256(key, utf8(value))[:27]) + b64url(SHA-256(utf8(check_salt + body))[:6])[:7]``
+
+    (27 bytes are exactly the 36 digest characters; 6 bytes give the 7 check characters), with
+    HMAC spelled out as ``SHA-256(opad || SHA-256(ipad || message))`` (RFC 2104). ``ipad`` and
+    ``opad`` are key material: a dialect hands them to the warehouse outside statement text,
+    or computes them there from a secret it holds (never shown in a repr)."""
+
+    prefix: str
+    check_salt: str
+    ipad: bytes = dataclasses.field(repr=False)
+    opad: bytes = dataclasses.field(repr=False)
+    digest_bytes: ClassVar[int] = 27
+    check_bytes: ClassVar[int] = 6
+    check_chars: ClassVar[int] = 7
 
 
 @functools.lru_cache(maxsize=None)
@@ -422,8 +449,9 @@ class HmacTokenizer(Tokenizer):
         # RFC 2104 HMAC with the keyed inner and outer SHA-256 states computed once:
         # per value that is two state copies instead of a full HMAC setup (2x faster).
         block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        self._ipad, self._opad = bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
+        self._inner = hashlib.sha256(self._ipad)
+        self._outer = hashlib.sha256(self._opad)
         self.key_id = config.key_id or hashlib.sha256(b"datahub-tokenize key id:" + key).hexdigest()[:8]
         if self.key_id in config.retired_key_ids:
             raise ValueError(
@@ -457,6 +485,11 @@ class HmacTokenizer(Tokenizer):
         if not self.is_token(value):
             return None
         return _builtin_origin(str(value), key_ids=self.key_ids, version=self.version)
+
+    def sql_form(self) -> HmacSqlForm | None:
+        if self.version != 2:
+            return None  # v1 is kept for joins with old tables only: tokens made in Python
+        return HmacSqlForm(self._prefix, HMAC_V2.check_salt, self._ipad, self._opad)
 
     def tokenize(self, value: str) -> str:
         if self.is_token(value):

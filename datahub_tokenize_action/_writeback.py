@@ -103,6 +103,7 @@ def run_record(result: TokenizeResult) -> dict[str, Any]:
         "run_id": d["run_id"],
         "status": d["status"],
         "dry_run": d["dry_run"],
+        "method": d["method"],
         "dataset": d["dataset"],
         "table": d["table"],
         "columns": d["columns"],

@@ -115,13 +115,14 @@ DATABRICKS_VARIABLES = (
 
 
 @contextlib.contextmanager
-def throwaway_cluster() -> Iterator[PostgresCluster]:
-    """A Postgres cluster from the system's server binaries, stopped after the block. Where
-    none is installed the test skips, or fails under CI=true (CI must run the real thing)."""
+def throwaway_cluster(*settings: str) -> Iterator[PostgresCluster]:
+    """A Postgres cluster from the system's server binaries (``settings`` added to the usual
+    ones), stopped after the block. Where none is installed the test skips, or fails under
+    CI=true (CI must run the real thing)."""
     import pytest
 
     try:
-        cluster = PostgresCluster().start()
+        cluster = PostgresCluster(settings=(*PostgresCluster.DEFAULT_SETTINGS, *settings)).start()
     except PostgresNotInstalled as e:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI needs a real Postgres: {e}")

@@ -6,6 +6,7 @@ EXPECTED = {
     "ColumnNotFoundError", "ColumnSelection", "CommitOutcomeUnknownError", "ColumnSelectionConfig", "ConfigError", "ConnectionConfig",
     "DataHubError", "DatabaseMismatchError", "HmacTokenizer", "InsufficientPrivilegeError", "InvalidDatasetError", "InvalidTargetError", "LockTimeoutError",
     "NoColumnsError", "NoConnectionError", "NoKeyError", "NotDeltaTableError", "Outcome", "PocTokenizer",
+    "PushdownUnavailableError",
     "RunOptions", "TableNotFoundError", "TableRef", "TokenRewrittenError", "TokenTooLongError", "TokenizeAction", "TokenizeConfig",
     "TokenizeError", "TokenizeRequest", "TokenizeResult", "Tokenizer", "TokenizerConfig", "TokenizerContractError", "TokenizerError", "UnknownTokenizerError",
     "UnsupportedColumnTypeError", "UnsupportedTableError", "WarehouseUnavailableError", "WarehouseWriteError", "WriteBackConfig",

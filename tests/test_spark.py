@@ -83,7 +83,8 @@ def compiled(stmt) -> str:
 def tokenizer_config(tokenizer=None):
     return parse_config({
         "connections": [{"platform": "databricks", "host": "adb-1.azuredatabricks.net",
-                         "http_path": "/sql/1.0/warehouses/abc", "token": "dapi-secret"}],
+                         "http_path": "/sql/1.0/warehouses/abc", "token": "dapi-secret",
+                         "secret_scope": "tokenize", "secret_key": "hmac-key"}],
         "tokenizer": tokenizer or {"type": "hmac", "key": HMAC_KEY, "key_id": "k1"},
     })
 
@@ -212,3 +213,55 @@ def test_the_stats_scan_on_a_spark_table_counts_as_python_does(spark, corpus_tab
     assert row["others_0"] == sum(1 for v in values if v and tok.is_token(v) and tok.token_origin(v)
                                   and not tok.token_origin(v).configured)
     assert row["rows_to_change"] == sum(1 for v in values if v and not tok.is_token(v))
+
+
+#: Keys shorter than, exactly, and longer than SHA-256's 64-byte block (then hashed, RFC 2104).
+PUSHDOWN_KEYS = [HMAC_KEY, "Zx8r5pQ2LmN7vB3kT9wYcD4hJ6sF1gA0" * 2, "Qm4tY7wE2rU9iO0pA5sD8fG1hJ3kL6zX" * 3 + "ünï"]
+
+
+def stand_in_secret(spark, key: str) -> None:
+    """Databricks' ``secret(scope, key)`` stand-in: a SQL function returning ``key`` for the
+    configured scope and key (Spark 4 SQL functions are inlined and folded, as the real one is
+    constant). Its own statement holds the key; the statements the dialect sends must not."""
+    escaped = key.replace("\\", "\\\\").replace("'", "\\'")
+    spark.sql("CREATE OR REPLACE TEMPORARY FUNCTION secret(scope STRING, key STRING) RETURNS STRING "
+              f"RETURN CASE WHEN scope = 'tokenize' AND key = 'hmac-key' THEN '{escaped}' END")
+
+
+@pytest.mark.parametrize("key", range(len(PUSHDOWN_KEYS)), ids=["short", "block", "long"])
+def test_pushdown_tokens_computed_by_spark_are_pythons_byte_for_byte(spark, corpus_table, key):
+    wt = dialect({"type": "hmac", "key": PUSHDOWN_KEYS[key], "key_id": "k1"})
+    stand_in_secret(spark, PUSHDOWN_KEYS[key])
+    t = target(wt, "corpus")
+    stmt = sa.select(t.table.c.id, wt.token_sql(wt.tokenizer.sql_form(), t.table.c.v))
+    sql = compiled(stmt)
+    assert PUSHDOWN_KEYS[key] not in sql and "secret('tokenize', 'hmac-key')" in sql
+    got = {r[0]: r[1] for r in spark.sql(sql).collect()}
+    for i, v in enumerate(corpus_table):
+        if v:
+            assert got[i] == wt.tokenizer.tokenize_many([v])[0], (i, v)
+    optimized = spark.sql(sql)._jdf.queryExecution().optimizedPlan().toString()
+    assert "secret(" not in optimized, "the key material is computed once per statement, not per row"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=300),
+                min_size=1, max_size=20))
+def test_any_text_gets_the_tokenizers_token_from_spark(spark, values):
+    wt = dialect()
+    stand_in_secret(spark, HMAC_KEY)
+    form = wt.tokenizer.sql_form()
+    render = DatabricksTokenizer._literal_renderer(DBX)
+    rows = spark.sql(compiled(sa.select(*(wt.token_sql(form, sa.literal_column(render(v))) for v in values))))
+    assert list(rows.collect()[0]) == wt.tokenizer.tokenize_many(values)
+
+
+def test_the_pushdown_update_is_parsed_by_spark_and_holds_no_key(spark):
+    from datahub_tokenize_action._warehouses import pushdown
+
+    wt = dialect()
+    t = target(wt, "people", columns=("email", "phone"), catalog="local", schema="db")
+    sql = pushdown.update_statement(wt, t, wt.tokenizer.sql_form())
+    assert sql.startswith("UPDATE `local`.`db`.`people` AS t SET `email` = CASE WHEN")
+    assert HMAC_KEY not in sql and wt.tokenizer.sql_form().ipad.hex() not in sql.lower()
+    parse(spark, sql)

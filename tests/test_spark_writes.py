@@ -41,9 +41,9 @@ def iceberg_python() -> str:
     return python
 
 
-def run_on_iceberg(python: str, tmp_path, columns, rows, before, statements) -> dict:
+def run_on_iceberg(python: str, tmp_path, columns, rows, before, statements, secret=None) -> dict:
     job = {"warehouse": str(tmp_path / "warehouse"), "columns": list(columns), "rows": rows,
-           "before": before, "statements": statements}
+           "before": before, "statements": statements, "secret": secret}
     done = subprocess.run([python, str(RUNNER)], input=json.dumps(job), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -88,3 +88,28 @@ def test_the_merges_a_run_sends_tokenize_exactly_the_values_still_holding_what_w
                 want = table[i][c]  # NULL, empty or already a token: untouched
             assert got[i][c] == want, (i, c, table[i][c], got[i][c])
     assert any("${" in v for vals in read.values() for v in vals.values()), "the batch holds values with ${...}"
+
+
+def test_the_pushdown_update_tokenizes_every_plaintext_value_on_iceberg_and_nothing_else(iceberg_python, tmp_path):
+    from datahub_tokenize_action._warehouses import pushdown
+
+    from .harness import HMAC_KEY
+
+    wt = dialect()
+    tok = wt.tokenizer
+    columns = ("email", "phone")
+    t = target(wt, "people", columns=columns, catalog="local", schema="db")
+    n = len(TRICKY)
+    v2 = tok.tokenize("already")
+    table = {i: {"email": TRICKY[i], "phone": None if i % 5 == 0 else (v2 if i % 7 == 0 else TRICKY[n - 1 - i])}
+             for i in range(n)}
+    sql = pushdown.update_statement(wt, t, tok.sql_form())
+    assert HMAC_KEY not in sql
+    out = run_on_iceberg(iceberg_python, tmp_path, columns,
+                         [[i, table[i]["email"], table[i]["phone"]] for i in range(n)], [], [sql], secret=HMAC_KEY)
+    got = {r[0]: {"email": r[1], "phone": r[2]} for r in out["rows"]}
+    assert sorted(got) == list(range(n)), "no row lost or added"
+    for i in range(n):
+        for c in columns:
+            v = table[i][c]
+            assert got[i][c] == (tok.tokenize(v) if v and not tok.is_token(v) else v), (i, c, v)

@@ -22,7 +22,7 @@ from .._config import ConnectionConfig, RunOptions
 from .._exceptions import TableNotFoundError, WarehouseUnavailableError, first_line
 from .._result import TokenizeResult
 from .._routing import TableRef
-from .._tokenizers import Tokenizer
+from .._tokenizers import HmacSqlForm, Tokenizer
 from .model import BatchWriter, ColumnInfo, TableDescription, WriteTarget
 from .run import execute_run
 from .urls import mask_url
@@ -219,6 +219,40 @@ class WarehouseTokenizer(abc.ABC):
             equal_prefix = [cols[j] == last_key[j] for j in range(i)]
             terms.append(sa.and_(*equal_prefix, col > last_key[i]))
         return sa.or_(*terms)
+
+    # -------------------------------------------------------------- pushdown
+
+    #: ``run.pushdown: auto`` computes tokens in this warehouse wherever it can (the benchmark's
+    #: verdict for the dialect, README "Pushdown"); False: auto keeps the client loop.
+    pushdown_by_default: ClassVar[bool] = False
+
+    def pushdown_unavailable(self, conn: Connection, target: WriteTarget, form: HmacSqlForm) -> str | None:
+        """Why this run cannot compute ``form``'s tokens in the warehouse (a phrase), or None."""
+        return f"the {self.platform} dialect has no SQL form of tokens"
+
+    def pushdown_session(self, conn: Connection, form: HmacSqlForm) -> ContextManager[None]:
+        """Make ``form``'s key material usable by ``token_sql`` on ``conn`` for the block, through
+        a channel that is not statement text (Postgres: COPY into a temporary table)."""
+        return contextlib.nullcontext()
+
+    def token_sql(self, form: HmacSqlForm, value: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        """SQL computing the token of ``value`` (not NULL) byte for byte as the tokenizer does."""
+        raise NotImplementedError(f"{type(self).__name__} cannot compute tokens in SQL")
+
+    def pushdown_key_hint(self) -> str:
+        """Where the warehouse's copy of the key comes from, for an error when its tokens differ."""
+        return "the key handed to the session"
+
+    def update_statement(self, target: WriteTarget, sets: dict[str, sa.ColumnElement[Any]],
+                         where: sa.ColumnElement[bool]) -> sa.Executable | str:
+        """``UPDATE <target> SET <column> = <expression>, ... WHERE <where>`` (SQL text where the
+        dialect renders it itself)."""
+        return sa.update(target.table).values(sets).where(where)
+
+    def execute_pushdown(self, conn: Connection, stmt: sa.Executable | str) -> int | None:
+        """Run the pushdown UPDATE; the rows the warehouse says it changed (None: it does not say)."""
+        result = conn.exec_driver_sql(stmt) if isinstance(stmt, str) else conn.execute(stmt)
+        return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else None
 
     # ------------------------------------------------------------ connection
 

@@ -28,6 +28,7 @@ from sqlalchemy.sql.elements import quoted_name
 from .databricks_url import databricks_url
 from .._exceptions import NotDeltaTableError, TableNotFoundError, UnsupportedColumnTypeError
 from .._routing import TableRef
+from .._tokenizers import HmacSqlForm
 from .base import WarehouseTokenizer
 from .model import Batch, BatchWriter, ColumnInfo, TableDescription, WriteTarget
 
@@ -176,6 +177,84 @@ class DatabricksTokenizer(WarehouseTokenizer):
             return send
 
         yield write
+
+    # -- pushdown ---------------------------------------------------------------------
+
+    #: Pushdown where it can run: one Delta commit, computed by the cluster (the local Spark
+    #: benchmark: an order of magnitude faster than the loop's MERGEs, README "Pushdown").
+    pushdown_by_default = True
+
+    def pushdown_unavailable(self, conn: Connection, target: WriteTarget, form: HmacSqlForm) -> str | None:
+        if self.connection.secret_scope is None:
+            return ("the databricks connection names no secret holding the key (secret_scope and "
+                    "secret_key), and the key must not appear in statement text")
+        return None
+
+    def pushdown_key_hint(self) -> str:
+        return (f"the Databricks secret {self.connection.secret_scope!r} / {self.connection.secret_key!r} "
+                "(secret_scope / secret_key) holds, byte for byte, the same key as")
+
+    def _pads(self) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]:
+        """HMAC's ipad and opad (RFC 2104) from ``secret(scope, key)``, in SQL: the key's UTF-8
+        bytes (SHA-256 of them when longer than 64), padded with zero bytes to 64, XORed with
+        0x36 / 0x5C four bytes at a time. Constant: Spark folds it once per statement."""
+        f = sa.func
+        key = f.encode(f.secret(sa.literal(self.connection.secret_scope, sa.String()),
+                                sa.literal(self.connection.secret_key, sa.String())), sa.literal("UTF-8", sa.String()))
+        block = f.rpad(sa.case((f.octet_length(key) > 64, f.unhex(f.sha2(key, sa.literal(256)))), else_=key),
+                       sa.literal(64), sa.literal_column("X'00'"))
+
+        def xor(mask: int) -> sa.ColumnElement[Any]:
+            words = [f.lpad(f.hex(sa.cast(f.conv(f.hex(f.substr(block, 4 * j + 1, 4)), 16, 10), sa.BigInteger)
+                                  .op("^")(sa.literal(mask))), 8, sa.literal("0", sa.String()))
+                     for j in range(16)]
+            return f.unhex(f.concat(*words))
+
+        return xor(0x36363636), xor(0x5C5C5C5C)
+
+    def token_sql(self, form: HmacSqlForm, value: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        f = sa.func
+        ipad, opad = self._pads()
+        utf8 = sa.literal("UTF-8", sa.String())
+
+        def b64url(data: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+            return f.translate(f.base64(data), sa.literal("+/", sa.String()), sa.literal("-_", sa.String()))
+
+        inner = f.unhex(f.sha2(f.concat(ipad, f.encode(value, utf8)), 256))
+        mac = f.unhex(f.sha2(f.concat(opad, inner), 256))
+        body = f.concat(sa.literal(form.prefix, sa.String()), b64url(f.substr(mac, 1, form.digest_bytes)))
+        # The body once per value: bound to a lambda's parameter, its check appended there.
+        assert "'" not in form.check_salt and "\\" not in form.check_salt
+        check = (f"translate(substr(base64(substr(unhex(sha2(encode(concat('{form.check_salt}', b), 'UTF-8'), 256)), "
+                 f"1, {form.check_bytes})), 1, {form.check_chars}), '+/', '-_')")
+        whole = f.transform(f.array(body), sa.literal_column(f"b -> concat(b, {check})"))
+        return f.element_at(whole, 1, type_=sa.String())
+
+    def update_statement(self, target: WriteTarget, sets: dict[str, sa.ColumnElement[Any]],
+                         where: sa.ColumnElement[bool]) -> str:
+        # Rendered here: the table is named through its alias ``t`` (Delta and Spark take
+        # ``UPDATE <table> AS t``), and every value is a literal (no parameter markers).
+        dialect, q = _dialect(), self._preparer.quote_identifier
+
+        def sql(e: sa.ColumnElement[Any]) -> str:
+            return str(e.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+        text = (f"UPDATE {self.qualified_name(target.ref)} AS t SET "
+                + ", ".join(f"{q(c)} = {sql(e)}" for c, e in sets.items()) + f" WHERE {sql(where)}")
+        if "${" in text:  # names or literals that Spark's variable substitution would rewrite
+            raise UnsupportedColumnTypeError(
+                f"dataset {target.ref.dataset_urn}: the pushdown UPDATE would hold '${{' (in a name or "
+                "the secret's scope or key), which Spark rewrites before parsing; set run.pushdown: never"
+            )
+        return text
+
+    def execute_pushdown(self, conn: Connection, stmt: sa.Executable | str) -> int | None:
+        # Delta answers an UPDATE with one row: num_affected_rows. Other formats say nothing.
+        result = conn.exec_driver_sql(stmt) if isinstance(stmt, str) else conn.execute(stmt)
+        if not result.returns_rows:
+            return None
+        row = result.mappings().first()
+        return int(row["num_affected_rows"]) if row is not None and "num_affected_rows" in row else None
 
     # -- MERGE rendering (pure; compiled in tests with the real dialect) --------------
 

@@ -99,6 +99,8 @@ class Plan:
     empty_strings: dict[str, int]
     tokens: dict[str, int]
     tokens_not_configured: dict[str, int]
+    #: Per column: values holding plaintext (what a run tokenizes).
+    plaintext: dict[str, int]
     #: Per column: the longest plaintext in bytes (None where there is none).
     longest: dict[str, int | None]
 

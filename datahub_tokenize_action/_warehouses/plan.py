@@ -71,13 +71,17 @@ def scan(wh: WarehouseTokenizer, conn: Connection, target: WriteTarget, *, dry_r
     def per_column(prefix: str) -> dict[str, Any]:
         return {c: stats._mapping[f"{prefix}_{i}"] for i, c in enumerate(target.columns)}
 
+    total = int(stats.total_rows)
+    nulls, empty, tokens = (
+        {c: int(n) for c, n in per_column(prefix).items()} for prefix in ("nulls", "empty", "tokens"))
     return Plan(
         target=target,
         rows_to_change=int(stats.rows_to_change),
-        nulls={c: int(n) for c, n in per_column("nulls").items()},
-        empty_strings={c: int(n) for c, n in per_column("empty").items()},
-        tokens={c: int(n) for c, n in per_column("tokens").items()},
+        nulls=nulls,
+        empty_strings=empty,
+        tokens=tokens,
         tokens_not_configured=others,
+        plaintext={c: total - nulls[c] - empty[c] - tokens[c] for c in target.columns},
         longest={c: None if n is None else int(n) for c, n in per_column("maxlen").items()},
     )
 

@@ -25,6 +25,7 @@ from .._exceptions import (
     UnsupportedTableError,
 )
 from .._routing import TableRef
+from .._tokenizers import HmacSqlForm
 from .base import WarehouseTokenizer
 from .model import Batch, BatchWriter, TableDescription, WriteTarget
 from .urls import mask_url
@@ -342,6 +343,65 @@ class PostgresTokenizer(WarehouseTokenizer):
         # line (encode() breaks lines only after 76).
         digest = sa.func.sha256(sa.func.convert_to(text, sa.literal("UTF8", sa.Text)))
         return sa.func.translate(sa.func.encode(digest, sa.literal("base64", sa.Text)), "+/", "-_")
+
+    # -------------------------------------------------------------- pushdown
+
+    #: The session's copy of the key material (ipad, opad), filled by COPY and gone at COMMIT.
+    _KEY_TABLE = sa.table("datahub_tokenize_key", sa.column("ipad"), sa.column("opad"), schema="pg_temp")
+    #: The token of ``v`` from the key material and the token prefix, in PL/pgSQL so that the
+    #: token's body is computed once for its check value. Its text holds no key material.
+    _TOKEN_FUNCTION = """
+        CREATE OR REPLACE FUNCTION pg_temp.datahub_tokenize_v2(v text, ipad bytea, opad bytea, prefix text)
+        RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+        DECLARE body text;
+        BEGIN
+            body := prefix || translate(encode(substr(sha256(opad || sha256(ipad || convert_to(v, 'UTF8'))),
+                                                      1, {digest_bytes}), 'base64'), '+/', '-_');
+            RETURN body || translate(left(encode(substr(sha256(convert_to({salt} || body, 'UTF8')), 1, {check_bytes}),
+                                              'base64'), {check_chars}), '+/', '-_');
+        END $fn$"""
+
+    def pushdown_unavailable(self, conn: Connection, target: WriteTarget, form: HmacSqlForm) -> str | None:
+        encoding, version = conn.execute(sa.text(
+            "SELECT current_setting('server_encoding'), current_setting('server_version_num')::int")).one()
+        if version < 110000:
+            return "the server is older than Postgres 11 (no built-in sha256)"
+        if encoding == "SQL_ASCII":
+            return "the database's encoding is SQL_ASCII (its text has no defined UTF-8 form)"
+        triggers = conn.execute(sa.text(
+            "SELECT string_agg(tgname, ', ' ORDER BY tgname) FROM pg_trigger "
+            "WHERE tgrelid = CAST(:t AS regclass) AND NOT tgisinternal AND tgenabled <> 'D'"),
+            {"t": quote_table(target.ref)}).scalar_one()
+        if triggers:
+            return (f"{target.ref.name} has triggers ({triggers}) whose effect on the tokens only the "
+                    "client loop's write check sees")
+        return None
+
+    @contextlib.contextmanager
+    def pushdown_session(self, conn: Connection, form: HmacSqlForm) -> Iterator[None]:
+        # COPY data is not statement text: log_statement and a failing statement's log line show
+        # only "COPY ... FROM STDIN". Both objects live in the session's temporary schema; the
+        # table goes at the end of the transaction, the function with the session.
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cur.execute("CREATE TEMPORARY TABLE IF NOT EXISTS datahub_tokenize_key (ipad bytea NOT NULL, "
+                        "opad bytea NOT NULL) ON COMMIT DROP")
+            cur.execute("TRUNCATE pg_temp.datahub_tokenize_key")
+            with _stderr_gate.dropped():
+                cur.copy_expert("COPY pg_temp.datahub_tokenize_key (ipad, opad) FROM STDIN",
+                                io.StringIO(f"\\\\x{form.ipad.hex()}\t\\\\x{form.opad.hex()}\n"))
+            salt = form.check_salt.replace("'", "''")
+            cur.execute(self._TOKEN_FUNCTION.format(digest_bytes=form.digest_bytes, check_bytes=form.check_bytes,
+                                                    check_chars=form.check_chars, salt=f"'{salt}'"))
+        finally:
+            cur.close()
+        yield
+
+    def token_sql(self, form: HmacSqlForm, value: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        key = self._KEY_TABLE
+        return getattr(sa.func.pg_temp, "datahub_tokenize_v2")(
+            value, sa.select(key.c.ipad).scalar_subquery(), sa.select(key.c.opad).scalar_subquery(),
+            sa.literal(form.prefix, sa.Text), type_=sa.Text)
 
     def text_equals(self, a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
         # Byte for byte, whatever the column's collation (a case-insensitive one would take a

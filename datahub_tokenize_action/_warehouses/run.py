@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from .._exceptions import TokenizeError, WarehouseWriteError, first_line
 from .._result import TokenizeResult, committed_text, utc_now
 from .._routing import TableRef
+from . import pushdown
 from .commit import commit
 from .loop import run_loop
 from .model import Counts
@@ -44,10 +45,14 @@ def execute_run(wh: WarehouseTokenizer, ref: TableRef, columns: Sequence[str], *
     with progress.heartbeat(), wh.connect(ref) as conn:
         try:
             target = validate_request(wh, conn, ref, columns, progress)
+            form = pushdown.choose(wh, conn, target)
             progress.step("waiting for the table's run lock (held while another run works on it)")
             with wh.lock(conn, target):
                 plan = scan(wh, conn, target, dry_run=dry_run, progress=progress)
-                run_loop(wh, conn, plan, dry_run=dry_run, progress=progress, counts=counts)
+                if form is not None:
+                    pushdown.run_pushdown(wh, conn, plan, form, dry_run=dry_run, progress=progress, counts=counts)
+                else:
+                    run_loop(wh, conn, plan, dry_run=dry_run, progress=progress, counts=counts)
                 if dry_run:
                     conn.rollback()
                 else:
@@ -103,6 +108,7 @@ def execute_run(wh: WarehouseTokenizer, ref: TableRef, columns: Sequence[str], *
         empty_strings=plan.empty_strings,
         elapsed_s=round(elapsed, 3),
         dry_run=dry_run,
+        method="pushdown" if form is not None else "loop",
         tokenizer=wh.tokenizer.type_name or type(wh.tokenizer).__name__,
         key_id=wh.tokenizer.key_id,
         run_id=run_id,
@@ -110,9 +116,10 @@ def execute_run(wh: WarehouseTokenizer, ref: TableRef, columns: Sequence[str], *
         ended_at=utc_now(),
     )
     logger.info(
-        "%s %s: %d rows scanned, %d rows %s, %s values tokenized, %s already tokens, in %.1fs",
+        "%s %s%s: %d rows scanned, %d rows %s, %s values tokenized, %s already tokens, in %.1fs",
         "dry run of" if dry_run else "tokenized",
         ref.name,
+        " (tokens computed in the warehouse)" if form is not None else "",
         result.rows_scanned,
         result.rows_updated,
         "would change" if dry_run else "updated",

@@ -50,7 +50,10 @@ def _free_port() -> int:
 class PostgresCluster:
     """Start with ``start()``, connect with ``url(database)``, remove with ``stop()``."""
 
-    def __init__(self, settings: Sequence[str] = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")):
+    #: Fast and unsafe: a throwaway cluster needs no durability.
+    DEFAULT_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+
+    def __init__(self, settings: Sequence[str] = DEFAULT_SETTINGS):
         self.settings = list(settings)
         self.port = _free_port()
         self.bindir = find_bindir()
@@ -86,9 +89,14 @@ class PostgresCluster:
                   "--locale=C.UTF-8", "--no-sync")
         opts = [f"-p {self.port}", f"-k {self.base}", "-c listen_addresses=127.0.0.1"]
         opts += [f"-c {s}" for s in self.settings]
-        self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.base, "server.log"), "-w",
+        self._run("pg_ctl", "-D", self.data, "-l", self.log_path, "-w",
                   "-t", "60", "-o", " ".join(opts), "start")
         return self
+
+    @property
+    def log_path(self) -> str:
+        """The server's log file."""
+        return os.path.join(self.base, "server.log")
 
     def url(self, database: str = "postgres", user: str = "postgres") -> str:
         return f"postgresql+psycopg2://{user}@127.0.0.1:{self.port}/{database}"

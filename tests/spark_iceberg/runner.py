@@ -2,7 +2,7 @@
 Iceberg runtime on the package index is built for Spark 3.5, the suite's pyspark is 4.x).
 
 stdin: JSON {"warehouse": dir, "columns": [...], "rows": [[id, v1, ...], ...],
-             "before": [sql, ...], "statements": [sql, ...]}
+             "before": [sql, ...], "statements": [sql, ...], "secret": key or null}
 stdout: JSON {"results": [[row, ...] per statement], "rows": [[id, v1, ...], ...]} (by id)
 The table is local.db.people (id INT, <columns> STRING); `before` runs after the rows are in
 (another writer), `statements` are what is being tested.
@@ -26,6 +26,11 @@ spark = (SparkSession.builder.master("local[2]").appName("datahub-tokenize-icebe
          .config("spark.sql.shuffle.partitions", "2")
          .getOrCreate())
 spark.sparkContext.setLogLevel("ERROR")
+if job.get("secret") is not None:
+    # Databricks' secret(scope, key) stand-in (Spark 3.5 has no SQL functions): a Python UDF,
+    # not folded like the real one, so the key material is computed per row here.
+    value = job["secret"]
+    spark.udf.register("secret", lambda scope, key: value if (scope, key) == ("tokenize", "hmac-key") else None)
 columns = job["columns"]
 spark.sql("CREATE TABLE local.db.people (id INT, " + ", ".join(f"`{c}` STRING" for c in columns) + ") USING iceberg")
 schema = "id INT, " + ", ".join(f"`{c}` STRING" for c in columns)

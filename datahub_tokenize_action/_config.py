@@ -204,6 +204,24 @@ class RunOptions(ConfigModel):
         "found one UPDATE no faster (README, Pushdown). The key never appears in statement text.",
     )
 
+    purge: bool = Field(
+        default=False,
+        description="After a run that changed rows, remove the old values the warehouse still "
+        "keeps outside the table's current rows. Postgres: `VACUUM` of the table (dead row versions; "
+        "WAL, replicas and backups keep theirs). Databricks: `VACUUM <table> RETAIN "
+        "<purge_retain_hours> HOURS` (previous Delta versions, so time travel to before the run "
+        "ends). A purge that fails leaves the run SUCCESS and says what remains. See the README, "
+        "Plaintext left behind.",
+    )
+    purge_retain_hours: float | None = Field(
+        default=None, ge=0,
+        description="Databricks, with `purge`: the retention passed to VACUUM. Files the run "
+        "replaced are removed only when older than this, so only a short retention removes them "
+        "now; Delta refuses less than 168 hours unless `spark.databricks.delta."
+        "retentionDurationCheck.enabled` is false where the statement runs. Required with `purge` "
+        "on Databricks.",
+    )
+
     @model_validator(mode="after")
     def _pushdown_is_one_statement(self) -> "RunOptions":
         if self.pushdown == "always" and self.commit_every_batch:

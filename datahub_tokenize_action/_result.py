@@ -44,6 +44,9 @@ class TokenizeResult:
     empty_strings: Mapping[str, int] = dataclasses.field(default_factory=dict)
     elapsed_s: float = 0.0
     dry_run: bool = False
+    #: The old values the warehouse keeps after the run outside the table's current rows, and
+    #: for how long (or what ``run.purge`` removed and what it could not); None: nothing written.
+    plaintext_remains: str | None = None
     #: How the tokens were made: ``loop`` (read, tokenized in Python, written back in batches)
     #: or ``pushdown`` (one UPDATE computing them in the warehouse); None before a run chose.
     method: str | None = None

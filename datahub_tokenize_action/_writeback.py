@@ -104,6 +104,7 @@ def run_record(result: TokenizeResult) -> dict[str, Any]:
         "status": d["status"],
         "dry_run": d["dry_run"],
         "method": d["method"],
+        "plaintext_remains": d["plaintext_remains"],
         "dataset": d["dataset"],
         "table": d["table"],
         "columns": d["columns"],
@@ -232,6 +233,8 @@ def render_summary(result: TokenizeResult) -> str:
             "- Already tokens not made by this configuration (another format or key; left as they are): "
             + ", ".join(f"{_code(c)} {n:,}" for c, n in others.items())
         )
+    if result.plaintext_remains:
+        lines.append(f"- Old values left behind: {_text(result.plaintext_remains)}")
     if result.status == "FAILED":
         kind = f" ({_code(result.error_type)})" if result.error_type else ""
         lines.append(f"- Error{kind}: {_text(_first_line(result.error or 'unknown error'))}")

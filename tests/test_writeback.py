@@ -26,6 +26,7 @@ from datahub_tokenize_action._writeback import (
     merge_summary,
     outcome_mcps,
     render_summary,
+    run_record,
     tag_definition_mcps,
 )
 
@@ -192,6 +193,16 @@ def test_the_summary_shows_the_error_of_a_failed_run_on_one_line() -> None:
     assert "### Tokenization: FAILED" in summary
     assert "- Error (`TokenTooLongError`): column \"email\" of public.customers is varchar(20)" in summary
     assert "No data changed." not in summary  # only the first line of the error
+
+
+def test_the_summary_and_the_run_record_say_what_old_values_remain() -> None:
+    remains = "the old row versions stay in the table's files until VACUUM | autovacuum"
+    result = SUCCESS.replace(plaintext_remains=remains, method="pushdown")
+
+    assert "- Old values left behind: the old row versions stay in the table's files until VACUUM \\| autovacuum" \
+        in render_summary(result)
+    assert "Old values" not in render_summary(SUCCESS)
+    assert run_record(result)["plaintext_remains"] == remains and run_record(result)["method"] == "pushdown"
 
 
 def test_the_summary_escapes_pipes_in_column_names() -> None:

@@ -254,6 +254,17 @@ class WarehouseTokenizer(abc.ABC):
         result = conn.exec_driver_sql(stmt) if isinstance(stmt, str) else conn.execute(stmt)
         return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else None
 
+    # ----------------------------------------------------------------- purge
+
+    def plaintext_remains(self, target: WriteTarget) -> str:
+        """What keeps the old values after a run that changed rows, and for how long."""
+        return "the warehouse may keep old versions of the changed rows"
+
+    def purge(self, ref: TableRef) -> str:
+        """Remove the old values the warehouse keeps (``run.purge``), after the run committed;
+        what remains afterwards. Raises a driver error (the caller reports it) if it cannot."""
+        raise NotImplementedError(f"{type(self).__name__} cannot purge")
+
     # ------------------------------------------------------------ connection
 
     def engine(self, ref: TableRef) -> Engine:

@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.sql.elements import quoted_name
 
 from .databricks_url import databricks_url
-from .._exceptions import NotDeltaTableError, TableNotFoundError, UnsupportedColumnTypeError
+from .._exceptions import ConfigError, NotDeltaTableError, TableNotFoundError, UnsupportedColumnTypeError
 from .._routing import TableRef
 from .._tokenizers import HmacSqlForm
 from .base import WarehouseTokenizer
@@ -153,6 +153,11 @@ class DatabricksTokenizer(WarehouseTokenizer):
                     f"what is stored. Change it to STRING (ALTER TABLE {target.ref.name} ALTER COLUMN "
                     f"{c} TYPE STRING) or untag it"
                 )
+        if self.options.purge and self.options.purge_retain_hours is None:
+            raise ConfigError(
+                "run.purge on Databricks needs run.purge_retain_hours (VACUUM's RETAIN): files the run "
+                "replaces are removed only once older than it; see the README, Plaintext left behind"
+            )
         provider = self._provider.get(target.ref.name)
         if provider != "delta":
             raise NotDeltaTableError(
@@ -177,6 +182,21 @@ class DatabricksTokenizer(WarehouseTokenizer):
             return send
 
         yield write
+
+    # -- purge ------------------------------------------------------------------------
+
+    def plaintext_remains(self, target: WriteTarget) -> str:
+        return ("earlier versions of the table (time travel) keep the old values until VACUUM removes "
+                "their files, at the earliest after the table's delta.deletedFileRetentionDuration "
+                "(7 days by default); run.purge with purge_retain_hours removes them sooner")
+
+    def purge(self, ref: TableRef) -> str:
+        hours = self.options.purge_retain_hours
+        with self.engine(ref).connect() as conn:
+            conn.exec_driver_sql(f"VACUUM {self.qualified_name(ref)} RETAIN {hours:g} HOURS")
+        return (f"VACUUM removed the table's files no longer current for {hours:g} hours: versions older "
+                "than that can no longer be read by time travel; files the run replaced less than "
+                f"{hours:g} hours before the purge remain until a later VACUUM")
 
     # -- pushdown ---------------------------------------------------------------------
 

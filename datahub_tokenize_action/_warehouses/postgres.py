@@ -344,6 +344,27 @@ class PostgresTokenizer(WarehouseTokenizer):
         digest = sa.func.sha256(sa.func.convert_to(text, sa.literal("UTF8", sa.Text)))
         return sa.func.translate(sa.func.encode(digest, sa.literal("base64", sa.Text)), "+/", "-_")
 
+    # ----------------------------------------------------------------- purge
+
+    def plaintext_remains(self, target: WriteTarget) -> str:
+        return ("the old row versions stay in the table's files until VACUUM (autovacuum, or run.purge) "
+                "removes them; WAL, replicas, WAL archives and backups keep them for their own retention")
+
+    def purge(self, ref: TableRef) -> str:
+        table = quote_table(ref)
+        with self.engine(ref).connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"VACUUM {table}")
+            # VACUUM updates the table's statistics: what it found dead and could not remove.
+            if int(conn.exec_driver_sql("SHOW server_version_num").scalar_one()) >= 150000:
+                conn.exec_driver_sql("SELECT pg_stat_force_next_flush()")  # (statistics are flushed lazily)
+            left = conn.execute(sa.text("SELECT n_dead_tup FROM pg_stat_all_tables WHERE relid = CAST(:t AS regclass)"),
+                                {"t": table}).scalar()
+        kept = (f"{left:,} old row version(s) could not be removed yet (a transaction older than the run "
+                "still sees them; autovacuum removes them once it ends), and " if left else "")
+        return (f"VACUUM removed the old row versions from the table (their bytes may remain in free space "
+                f"of its files until overwritten); {kept}WAL, replicas, WAL archives and backups keep the old "
+                "values for their own retention")
+
     # -------------------------------------------------------------- pushdown
 
     #: The session's copy of the key material (ipad, opad), filled by COPY and gone at COMMIT.

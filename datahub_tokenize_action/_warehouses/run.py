@@ -17,7 +17,7 @@ from .._routing import TableRef
 from . import pushdown
 from .commit import commit
 from .loop import run_loop
-from .model import Counts
+from .model import Counts, WriteTarget
 from .plan import scan, validate_request
 from .progress import Progress
 
@@ -93,6 +93,9 @@ def execute_run(wh: WarehouseTokenizer, ref: TableRef, columns: Sequence[str], *
             if commits_batches:
                 e.committed_counts = counts.committed()  # type: ignore[attr-defined]
             raise
+    remains = None
+    if counts.rows_updated and not dry_run:
+        remains = purge(wh, target, progress) if wh.options.purge else wh.plaintext_remains(target)
     elapsed = time.monotonic() - started
     result = TokenizeResult(
         status="SUCCESS",
@@ -109,6 +112,7 @@ def execute_run(wh: WarehouseTokenizer, ref: TableRef, columns: Sequence[str], *
         elapsed_s=round(elapsed, 3),
         dry_run=dry_run,
         method="pushdown" if form is not None else "loop",
+        plaintext_remains=remains,
         tokenizer=wh.tokenizer.type_name or type(wh.tokenizer).__name__,
         key_id=wh.tokenizer.key_id,
         run_id=run_id,
@@ -128,3 +132,18 @@ def execute_run(wh: WarehouseTokenizer, ref: TableRef, columns: Sequence[str], *
         elapsed,
     )
     return result
+
+
+def purge(wh: WarehouseTokenizer, target: WriteTarget, progress: Progress) -> str:
+    """``run.purge`` after the run committed: what remains. A failure is logged and said in
+    what remains; the run stays a success (its tokens are committed)."""
+    progress.step("purging the old values (run.purge)")
+    try:
+        return wh.purge(target.ref)
+    except sa.exc.DBAPIError as e:
+        why = first_line(e.orig)
+    except TokenizeError as e:
+        why = str(e)
+    logger.warning("%s: the purge after the run failed: %s; the old values remain: %s",
+                   target.ref.name, why, wh.plaintext_remains(target))
+    return f"the purge failed ({why}); {wh.plaintext_remains(target)}"

@@ -24,7 +24,7 @@ from ._exceptions import ConfigError, DataHubError, InvalidDatasetError, RunInte
 from ._request import TokenizeRequest
 from ._result import TokenizeResult, committed_text
 from ._runner import failed_result, tokenize_dataset
-from ._warehouses import WarehouseTokenizer
+from ._warehouses.run import execute_run
 
 __all__ = ["main"]
 
@@ -217,9 +217,9 @@ class _Interrupts:
         """(rows updated, the result if there is one yet) if the run had committed when the
         signal came, else None. Read from the frames the signal interrupted: the runner or
         the CLI holding a successful result (writing it back to DataHub, or returning it), or
-        ``WarehouseTokenizer.run`` past its commit."""
+        the warehouse side's ``execute_run`` past its commit."""
         outer = (_runner.tokenize_dataset.__code__, _run.__code__)
-        run_code = WarehouseTokenizer.run.__code__
+        run_code = execute_run.__code__
         while frame is not None:
             if frame.f_code in outer:
                 outcome, result = frame.f_locals.get("outcome"), frame.f_locals.get("result")

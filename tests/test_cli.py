@@ -331,3 +331,27 @@ def test_a_refused_token_says_so_in_one_line(tmp_path, status, expected):
     assert proc.returncode == 1
     line = _one_error_line(proc)
     assert f"DataHub at {url} {expected}" in line and "Secret" not in line
+
+
+@pytest.mark.parametrize("when", ["before the COMMIT", "after the COMMIT"])
+def test_a_signal_tells_a_run_that_committed_from_one_that_did_not(pg, monkeypatch, when):
+    # What the CLI's signal handler reads from the interrupted frames: a run whose final COMMIT
+    # returned is done (its rows are tokenized); one whose COMMIT was not sent is not.
+    from datahub_tokenize_action import TokenizeRequest, run_request
+    from datahub_tokenize_action._warehouses import run as run_module
+    from datahub_tokenize_action.cli import _Interrupts
+
+    table = pg.create_table([("id", "int"), ("email", "text")], [(i, f"u{i}@example.com") for i in range(7)])
+    commit, seen = run_module.commit, []
+
+    def observed_commit(wh, conn, ref):
+        if when == "before the COMMIT":
+            seen.append(_Interrupts._committed(sys._getframe()))
+        out = commit(wh, conn, ref)
+        if when == "after the COMMIT":
+            seen.append(_Interrupts._committed(sys._getframe()))
+        return out
+
+    monkeypatch.setattr(run_module, "commit", observed_commit)
+    run_request(pg.config(), TokenizeRequest(pg.urn(table), ("email",)))
+    assert seen == ([None] if when == "before the COMMIT" else [(7, None)])

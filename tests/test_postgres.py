@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import decimal
+import logging
 import re
 import threading
 import time
@@ -1089,3 +1090,23 @@ def test_the_compare_and_set_sees_a_change_of_letter_case_where_the_column_type_
         f"SELECT v = 'alice@example.com', "
         f"(CAST(v AS TEXT) COLLATE \"C\") = (CAST('alice@example.com' AS TEXT) COLLATE \"C\") FROM {table}")
     assert (own, exact) == (True, False)
+
+
+def test_rows_the_warehouse_says_it_left_alone_are_not_counted_as_updated(pg, monkeypatch, caplog):
+    # Delta answers each MERGE with num_updated_rows; the loop takes rows it left out of rows_updated.
+    table = pg.create_table([("id", "int"), ("email", "text")], _emails(30))
+    writer = PostgresTokenizer.batch_writer
+
+    @contextlib.contextmanager
+    def reporting_writer(self, conn, target):
+        with writer(self, conn, target) as write:
+            def write_reporting(batch):
+                send = write(batch)
+                return lambda: (send(), 2)[1]  # as if the warehouse left 2 rows of each batch alone
+            yield write_reporting
+
+    monkeypatch.setattr(PostgresTokenizer, "batch_writer", reporting_writer)
+    caplog.set_level(logging.WARNING, logger="datahub_tokenize_action")
+    result = run_request(pg.config(batch_size=10), TokenizeRequest(pg.urn(table), ("email",)))
+    assert result.rows_updated == 30 - 3 * 2
+    assert any("the warehouse left 6 row(s) of those sent alone" in r.getMessage() for r in caplog.records)

@@ -371,3 +371,43 @@ def test_a_char_column_is_read_and_guarded_without_its_padding_on_postgres():
     assert _sql(wt.holds_plaintext(wt.value_of(target, "code")), postgresql.dialect()) == (
         f"{v} != '' AND NOT ({_pg_is_token(v)})"
     )
+
+
+class _DeltaConnection:
+    """Answers each statement as Delta does a MERGE: one row of counts (``counts``: its
+    num_updated_rows per statement, in order), or no rows at all (``counts`` None)."""
+
+    dialect = DBX
+
+    def __init__(self, counts):
+        self.sql, self.counts = [], counts
+
+    def exec_driver_sql(self, sql):
+        self.sql.append(sql)
+        counts = self.counts
+
+        class _Result:
+            returns_rows = counts is not None
+
+            def mappings(self):
+                updated = counts.pop(0)
+                return type("M", (), {"first": lambda _: {"num_affected_rows": updated, "num_updated_rows": updated,
+                                                           "num_deleted_rows": 0, "num_inserted_rows": 0}})()
+
+        return _Result()
+
+
+@pytest.mark.parametrize("answers, left", [([1, 1, 0, 1], 1), ([1, 1, 1, 1], 0), (None, None)],
+                         ids=["one row left", "all updated", "engine says nothing"])
+def test_databricks_writer_reports_the_rows_delta_says_it_left(monkeypatch, answers, left):
+    import datahub_tokenize_action._warehouses.databricks as mod
+
+    monkeypatch.setattr(mod, "MAX_STATEMENT_CHARS", 400)  # a statement per row
+    wt, ref = _databricks()
+    target = _target(wt, ref, columns=("email",))
+    batch = Batch(keys=[[1, 2, 3, 4]], plains=[["a" * 40, "b" * 40, "c" * 40, "d" * 40]],
+                  tokens=[["t" * 40, "u" * 40, "v" * 40, "w" * 40]])
+    conn = _DeltaConnection(answers)
+    with wt.batch_writer(conn, target) as write:
+        assert write(batch)() == left
+    assert len(conn.sql) == 4

@@ -172,12 +172,13 @@ class DatabricksTokenizer(WarehouseTokenizer):
         render = self._literal_renderer(dialect)
         head, tail = self.merge_parts(target)
 
-        def write(batch: Batch) -> Callable[[], None]:
+        def write(batch: Batch) -> Callable[[], int | None]:
             statements = list(self.merge_statements(batch, head, tail, render))
+            rows = len(set(zip(*batch.keys)))  # (merge_statements sends each key once)
 
-            def send() -> None:
-                for sql in statements:
-                    conn.exec_driver_sql(sql)
+            def send() -> int | None:
+                said = [self.rows_updated(conn.exec_driver_sql(sql)) for sql in statements]
+                return None if None in said else rows - sum(said)  # type: ignore[arg-type]
 
             return send
 
@@ -269,12 +270,21 @@ class DatabricksTokenizer(WarehouseTokenizer):
         return text
 
     def execute_pushdown(self, conn: Connection, stmt: sa.Executable | str) -> int | None:
-        # Delta answers an UPDATE with one row: num_affected_rows. Other formats say nothing.
-        result = conn.exec_driver_sql(stmt) if isinstance(stmt, str) else conn.execute(stmt)
+        return self.rows_updated(conn.exec_driver_sql(stmt) if isinstance(stmt, str) else conn.execute(stmt))
+
+    @staticmethod
+    def rows_updated(result: sa.CursorResult[Any]) -> int | None:
+        """What Delta answers a MERGE or UPDATE with: one row of counts, ``num_updated_rows``
+        (MERGE) or ``num_affected_rows`` (UPDATE). None where the engine says nothing."""
         if not result.returns_rows:
             return None
         row = result.mappings().first()
-        return int(row["num_affected_rows"]) if row is not None and "num_affected_rows" in row else None
+        if row is None:
+            return None
+        for name in ("num_updated_rows", "num_affected_rows"):
+            if name in row and row[name] is not None:
+                return int(row[name])
+        return None
 
     # -- MERGE rendering (pure; compiled in tests with the real dialect) --------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Sequence
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from .base import WarehouseTokenizer
 
 __all__ = ["fetch", "old_objects_frozen", "run_loop", "tokenize_batch"]
+
+logger = logging.getLogger(__name__)
 
 
 def run_loop(wh: WarehouseTokenizer, conn: Connection, plan: Plan, *, dry_run: bool, progress: Progress,
@@ -52,11 +55,13 @@ def run_loop(wh: WarehouseTokenizer, conn: Connection, plan: Plan, *, dry_run: b
 
     failed: list[BaseException] = []
 
-    def send(thunk: Callable[[], None], rows: int, tokenized: dict[str, int]) -> None:
+    def send(thunk: Callable[[], int | None], rows: int, tokenized: dict[str, int]) -> None:
         if failed:  # a batch before this one failed: its error ends the run, send nothing more
             return  # (SQLAlchemy would send it on a new session, without the run's lock)
         try:
-            thunk()
+            left = thunk()
+            if left:
+                counts.rows_left += left  # (only this thread writes it)
             if not commit_each:
                 return
             lost = commit(wh, conn, target.ref)
@@ -107,6 +112,14 @@ def run_loop(wh: WarehouseTokenizer, conn: Connection, plan: Plan, *, dry_run: b
                     progress.step(f"writing the last rows ({counts.rows_updated:,} tokenized in all)")
                 while pending:
                     pending.popleft().result()
+                if counts.rows_left:
+                    counts.rows_updated -= counts.rows_left
+                    logger.warning(
+                        "%s: the warehouse left %s row(s) of those sent alone: another writer changed them "
+                        "after they were read, and they keep what it wrote (not counted as updated; the "
+                        "per-column counts are of the values sent); run again to tokenize any plaintext it wrote",
+                        target.ref.name, f"{counts.rows_left:,}",
+                    )
             finally:
                 for future in pending:
                     future.cancel()

@@ -32,8 +32,10 @@ class Batch:
 
 
 #: Called with a batch in the loop's thread, it does the CPU work (rendering the batch)
-#: and returns a function that sends it, which may run in the writer thread.
-BatchWriter = Callable[[Batch], Callable[[], None]]
+#: and returns a function that sends it, which may run in the writer thread. The send
+#: function returns how many of the batch's rows the warehouse says it left alone (their
+#: value changed after the read: compare-and-set), or None where it does not say.
+BatchWriter = Callable[[Batch], Callable[[], "int | None"]]
 
 
 #: Query parameters whose values are hidden by ``mask_url`` (psycopg2's ``password``,
@@ -114,6 +116,9 @@ class Counts:
     #: run leaves tokenized).
     committed_rows: int = 0
     committed_tokenized: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Rows sent that the warehouse says it did not update (another writer changed them after
+    #: the read); they keep that writer's values and are not counted as updated.
+    rows_left: int = 0
     #: Set just before the run's final COMMIT is sent: a signal that finds it set, and the
     #: connection out of its transaction, came after the run committed (the CLI reads it).
     finishing: bool = False

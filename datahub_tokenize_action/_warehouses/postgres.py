@@ -580,7 +580,7 @@ class PostgresTokenizer(WarehouseTokenizer):
             staged = 0
             applied_once = True
 
-        def write(batch: Batch) -> Callable[[], None]:
+        def write(batch: Batch) -> Callable[[], int | None]:
             text = copy_text(batch)  # CPU work, in the loop's thread
             first = tuple(k[0] for k in batch.keys)
             last = tuple(k[-1] for k in batch.keys)

@@ -1,7 +1,7 @@
 """datahub-tokenize-action: tokenize PII columns when a DataHub steward tags them."""
 
 from ._action import TokenizeAction
-from ._columns import ColumnSelection, select_columns
+from ._datahub.columns import ColumnSelection, select_columns
 from ._config import (
     ColumnSelectionConfig,
     ConnectionConfig,
@@ -13,7 +13,7 @@ from ._config import (
     load_pipeline_file,
     parse_config,
 )
-from ._events import parse_event
+from ._datahub.events import parse_event
 from ._exceptions import (
     ColumnNotFoundError,
     CommitOutcomeUnknownError,

@@ -14,9 +14,10 @@ from datahub_actions.event.event_envelope import EventEnvelope
 from datahub_actions.pipeline.pipeline_context import PipelineContext
 
 from ._config import TokenizeConfig
-from ._events import parse_event
+from ._datahub.events import parse_event
 from ._exceptions import TokenizeError, detached
-from ._runner import current_request, tokenize_dataset
+from ._datahub.recording import current_request
+from ._runner import tokenize_dataset
 
 __all__ = ["TokenizeAction"]
 

@@ -336,7 +336,7 @@ def _assert_detached(error: BaseException) -> None:
     (error reporters record both, with their locals: requests, tokens, plaintext)."""
     assert error.__cause__ is None and error.__context__ is None
     frames = {f.name for f in traceback.extract_tb(error.__traceback__)}
-    assert frames.isdisjoint({"emit_mcps", "get_aspect", "_write_back", "current_request", "_datahub"}), frames
+    assert frames.isdisjoint({"emit_mcps", "get_aspect", "write_back", "current_request", "talking_to_datahub"}), frames
 
 
 def test_a_datahub_outage_before_the_run_is_transient_and_detached(runs):

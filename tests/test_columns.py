@@ -29,7 +29,7 @@ from datahub.metadata.schema_classes import (
 )
 from pydantic import ValidationError
 
-from datahub_tokenize_action._columns import ColumnSelection, select_columns, trigger_field_paths
+from datahub_tokenize_action._datahub.columns import ColumnSelection, select_columns, trigger_field_paths
 from datahub_tokenize_action._config import ColumnSelectionConfig
 
 TRIGGER = "urn:li:tag:tokenize/run"

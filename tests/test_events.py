@@ -24,9 +24,9 @@ from datahub_actions.event.event_registry import (
 )
 from datahub_actions.plugin.source.kafka.kafka_event_source import build_entity_change_event
 
-from datahub_tokenize_action._events import parse_event
+from datahub_tokenize_action._datahub.events import parse_event
 from datahub_tokenize_action._request import TokenizeRequest
-from datahub_tokenize_action._writeback import DONE_TAG, RUN_TAG, STATUS_SUCCESS_TAG
+from datahub_tokenize_action._datahub.writeback import DONE_TAG, RUN_TAG, STATUS_SUCCESS_TAG
 
 DATASET = "urn:li:dataset:(urn:li:dataPlatform:postgres,appdb.public.customers,PROD)"
 AUDIT = {"actor": "urn:li:corpuser:jdoe", "time": 1649953100653}

@@ -15,7 +15,7 @@ import pytest
 from datahub.testing.mce_helpers import check_goldens_stream
 
 from datahub_tokenize_action._result import TokenizeResult
-from datahub_tokenize_action._writeback import (
+from datahub_tokenize_action._datahub.writeback import (
     DONE_TAG,
     RUN_RECORD_PROPERTY,
     RUN_TAG,

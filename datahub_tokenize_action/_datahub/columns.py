@@ -25,7 +25,7 @@ from datahub.metadata.schema_classes import (
 )
 from datahub.utilities.urns.field_paths import get_simple_field_path_from_v2_field_path
 
-from ._config import ColumnSelectionConfig
+from .._config import ColumnSelectionConfig
 
 __all__ = ["ColumnSelection", "select_columns"]
 

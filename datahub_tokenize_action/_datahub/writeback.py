@@ -53,7 +53,7 @@ from datahub.metadata.schema_classes import (
 from datahub.metadata.urns import DatasetUrn
 from datahub.specific.dataset import DatasetPatchBuilder
 
-from ._result import TokenizeResult
+from .._result import TokenizeResult
 
 __all__ = [
     "DONE_TAG",

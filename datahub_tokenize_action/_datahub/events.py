@@ -40,8 +40,8 @@ from datahub.utilities.urns.field_paths import get_simple_field_path_from_v2_fie
 from datahub_actions.event.event_envelope import EventEnvelope
 from datahub_actions.event.event_registry import ENTITY_CHANGE_EVENT_V1_TYPE
 
-from ._request import TokenizeRequest
-from ._writeback import RUN_TAG
+from .._request import TokenizeRequest
+from .writeback import RUN_TAG
 
 __all__ = ["parse_event"]
 

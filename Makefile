@@ -51,8 +51,9 @@ demo: venv postgres
 test: venv postgres java iceberg
 	TOKENIZE_REQUIRE_SPARK=1 $(VENV)/bin/pytest tests -q -p no:cacheprovider
 
-bench: venv postgres
+bench: venv postgres java iceberg
 	$(PY) benchmarks/bench_postgres.py
+	$(PY) benchmarks/bench_spark.py
 
 # The reliability suite (also part of `make test`) at 10x its tables and write load; each case
 # prints one [reliability] line with its figures (README, "Live tables").

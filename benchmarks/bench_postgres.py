@@ -8,9 +8,10 @@ after an untimed warm-up UPDATE has created the cluster's WAL files:
 
   (a) floor: one server-side UPDATE computing HMAC tokens with pgcrypto;
   (b) seeds: SELECT ... FOR UPDATE, fetch all, one UPDATE per row (on --seed-rows);
-  (c) ours: `datahub-tokenize run --json` in a subprocess (its peak RSS measured).
+  (c) ours: `datahub-tokenize run --json` in a subprocess (its peak RSS measured);
+  (d) ours with `run.pushdown: always`: one UPDATE computing the tokens in Postgres.
 
-Each of (a), (b), (c) is measured --repeat times, in rounds (a, b, c; a, b, c; ...), each on
+Each of (a), (b), (c), (d) is measured --repeat times, in rounds (a, b, c; a, b, c; ...), each on
 a fresh copy, and its best time is compared (as timeit does: on a shared machine noise only
 ever adds time); every time is printed. Then a second run of (c) on the last tokenized copy,
 and (c) on --rss-rows to show that memory stays flat as the table grows.
@@ -109,13 +110,14 @@ def seeds(engine: sa.Engine, table: str) -> float:
     return timed(go)
 
 
-def ours(cluster: PostgresCluster, table: str) -> tuple[float, dict, int]:
+def ours(cluster: PostgresCluster, table: str, pushdown: str = "never") -> tuple[float, dict, int]:
     """Run the CLI in a subprocess; return wall time, its JSON result and its peak RSS in MB."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(
             "action:\n  type: tokenize\n  config:\n"
             f"    connections:\n      - platform: postgres\n        url: {cluster.server_url()}\n"
             "    tokenizer:\n      type: hmac\n      key: ${BENCH_KEY}\n"
+            f"    run:\n      pushdown: {pushdown}\n"
         )
         config = f.name
     cmd = [sys.executable, "-m", "datahub_tokenize_action.cli", "run", "-c", config, "--json", "-q",
@@ -156,6 +158,7 @@ def main() -> None:
         floors: list[float] = []
         seed_times: list[float] = []
         runs: list[tuple[float, dict, int]] = []
+        pushed: list[tuple[float, dict, int]] = []
         for round_ in range(1, args.repeat + 1):
             build(engine, "bench_floor", args.rows)
             floors.append(floor(engine, "bench_floor"))
@@ -163,13 +166,17 @@ def main() -> None:
             build(engine, "bench_seeds", args.seed_rows)
             seed_times.append(seeds(engine, "bench_seeds"))
             drop(engine, "bench_seeds")
+            build(engine, "bench_pushdown", args.rows)
+            pushed.append(ours(cluster, "bench_pushdown", pushdown="always"))
+            assert pushed[-1][1]["rows_updated"] == args.rows and pushed[-1][1]["method"] == "pushdown", pushed[-1][1]
+            drop(engine, "bench_pushdown")
             build(engine, "bench_ours", args.rows)
             runs.append(ours(cluster, "bench_ours"))
             assert runs[-1][1]["rows_updated"] == args.rows, runs[-1][1]
             if round_ < args.repeat:  # the last one is kept for the second run below
                 drop(engine, "bench_ours")
             print(f"round {round_}: floor {floors[-1]:.2f} s, seeds {args.seed_rows / seed_times[-1]:,.0f} rows/s, "
-                  f"ours {runs[-1][1]['elapsed_s']:.2f} s")
+                  f"ours {runs[-1][1]['elapsed_s']:.2f} s, pushdown {pushed[-1][1]['elapsed_s']:.2f} s")
 
         t_floor = min(floors)
         print(f"(a) floor, server-side pgcrypto hmac UPDATE: {t_floor:7.2f} s  {args.rows / t_floor:>10,.0f} rows/s"
@@ -185,6 +192,12 @@ def main() -> None:
               f"  (best of {len(runs)}; process wall {wall:.2f} s, peak RSS {rss} MB)")
         print(f"    ours / floor: {result['elapsed_s'] / t_floor:.2f}x ({wall / t_floor:.2f}x with the CLI's start-up)"
               f"   speed-up over seeds: {ours_rate / seeds_rate:.1f}x")
+
+        _, push, push_rss = min(pushed, key=lambda r: r[1]["elapsed_s"])
+        print(f"(d) ours, run.pushdown: always:              {push['elapsed_s']:7.2f} s  "
+              f"{args.rows / push['elapsed_s']:>10,.0f} rows/s  (best of {len(pushed)}; peak RSS {push_rss} MB)")
+        print(f"    pushdown / loop: {push['elapsed_s'] / result['elapsed_s']:.2f}x   "
+              f"pushdown / floor: {push['elapsed_s'] / t_floor:.2f}x")
 
         wall2, again, _ = ours(cluster, "bench_ours")
         print(f"    second run (nothing to do): {again['elapsed_s']:.2f} s, rows updated {again['rows_updated']}")

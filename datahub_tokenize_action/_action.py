@@ -14,6 +14,7 @@ from datahub_actions.event.event_envelope import EventEnvelope
 from datahub_actions.pipeline.pipeline_context import PipelineContext
 
 from ._config import TokenizeConfig
+from ._datahub import metrics
 from ._datahub.events import parse_event
 from ._exceptions import TokenizeError, detached
 from ._datahub.recording import current_request
@@ -58,9 +59,11 @@ class TokenizeAction(Action):
         remembered = self._permanent_failures.get(id(event))
         if remembered is not None and remembered[0] is event:
             # A pipeline retry of a permanent failure: nothing to redo (and no frames kept from the last time).
+            metrics.event_ignored(metrics.RETRY_OF_PERMANENT_FAILURE)
             raise remembered[1].with_traceback(None)
         request = parse_event(event, self.config.trigger_tag)
         if request is None:
+            metrics.event_ignored(metrics.NOT_A_TRIGGER)
             return
         if self.graph is not None:
             try:
@@ -68,6 +71,7 @@ class TokenizeAction(Action):
             except TokenizeError as e:
                 raise detached(e)  # DataHub unreachable: transient, without the HTTP error behind it
             if request is None:
+                metrics.event_ignored(metrics.TRIGGER_GONE)
                 return
         logger.info("tokenize %s%s", request.dataset_urn,
                     f" columns {', '.join(request.columns)}" if request.columns else "")

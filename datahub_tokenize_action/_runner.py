@@ -12,7 +12,7 @@ from datahub.metadata.schema_classes import EditableSchemaMetadataClass, SchemaM
 from ._config import TokenizeConfig
 from ._datahub.columns import select_columns
 from ._datahub.graph import Graph, talking_to_datahub
-from ._datahub import recording
+from ._datahub import metrics, recording
 from ._exceptions import DataHubError, NoColumnsError, TokenizeError, detached, first_line
 from ._request import TokenizeRequest
 from ._result import TokenizeResult, utc_now
@@ -42,6 +42,14 @@ def tokenize_dataset(config: TokenizeConfig, request: TokenizeRequest, *, graph:
     (transient) instead: the table may be tokenized, but DataHub does not show it yet,
     and a retry (0 rows left to change) writes it.
     """
+    with metrics.observed_run(request.dataset_urn) as ended:
+        outcome = _tokenize_dataset(config, request, graph=graph, dry_run=dry_run, write_back=write_back)
+        ended.append(outcome.result)
+    return outcome
+
+
+def _tokenize_dataset(config: TokenizeConfig, request: TokenizeRequest, *, graph: Graph | None,
+                      dry_run: bool, write_back: bool) -> Outcome:
     started_at = utc_now()
     schema_editable: EditableSchemaMetadataClass | None = None
     try:
@@ -86,6 +94,7 @@ def tokenize_dataset(config: TokenizeConfig, request: TokenizeRequest, *, graph:
             with talking_to_datahub(f"dataset {request.dataset_urn}: the run ended {what}, but recording that in DataHub"):
                 recording.write_back(graph, config, request, outcome.result, schema_editable)
         except DataHubError as e:
+            metrics.writeback_failed(request.dataset_urn)
             outcome = Outcome(outcome.result, detached(e))
     return outcome
 

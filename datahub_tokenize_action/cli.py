@@ -218,7 +218,7 @@ class _Interrupts:
         signal came, else None. Read from the frames the signal interrupted: the runner or
         the CLI holding a successful result (writing it back to DataHub, or returning it), or
         the warehouse side's ``execute_run`` past its commit."""
-        outer = (_runner.tokenize_dataset.__code__, _run.__code__)
+        outer = (_runner._tokenize_dataset.__code__, _run.__code__)
         run_code = execute_run.__code__
         while frame is not None:
             if frame.f_code in outer:

@@ -9,6 +9,7 @@ No ``datahub:`` section here (``graph=None``): nothing is written back.
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from typing import Any
 
@@ -436,3 +437,44 @@ def test_a_token_without_rights_on_tags_still_records_the_outcome(pg):
     assert action.act(field_tag(pg.urn(table), "email")) is None
 
     assert {m.aspectName for m in graph.sent} >= {"globalTags", "datasetProperties"}
+
+
+def test_runs_and_ignored_events_are_counted_in_the_prometheus_registry(pg, monkeypatch):
+    from prometheus_client import REGISTRY
+
+    from datahub_tokenize_action._datahub import metrics
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    table = pg.create_table([("id", "int"), ("email", "text")], [(i, f"m{i}@example.com") for i in range(12)])
+    before = {
+        "ok": sample("datahub_tokenize_runs_total", platform="postgres", status="SUCCESS", dry_run="false"),
+        "failed": sample("datahub_tokenize_runs_total", platform="postgres", status="FAILED", dry_run="false"),
+        "updated": sample("datahub_tokenize_rows_updated_total", platform="postgres"),
+        "values": sample("datahub_tokenize_values_tokenized_total", platform="postgres"),
+        "durations": sample("datahub_tokenize_run_duration_seconds_count", platform="postgres", status="SUCCESS"),
+        "ignored": sample("datahub_tokenize_events_ignored_total", reason="not_a_trigger"),
+    }
+    config = pg.config()
+    from datahub_tokenize_action import TokenizeRequest
+    from datahub_tokenize_action._runner import tokenize_dataset
+
+    assert tokenize_dataset(config, TokenizeRequest(pg.urn(table), ("email",))).error is None
+    assert tokenize_dataset(config, TokenizeRequest(pg.urn(table), ("nope",))).error is not None
+    action = TokenizeAction(config, PipelineContext(pipeline_name="p", graph=None))
+    action.act(dataset_tag(pg.urn(table), tag="urn:li:tag:other"))
+    assert sample("datahub_tokenize_runs_total", platform="postgres", status="SUCCESS", dry_run="false") == before["ok"] + 1
+    assert sample("datahub_tokenize_runs_total", platform="postgres", status="FAILED", dry_run="false") == before["failed"] + 1
+    assert sample("datahub_tokenize_rows_updated_total", platform="postgres") == before["updated"] + 12
+    assert sample("datahub_tokenize_values_tokenized_total", platform="postgres") == before["values"] + 12
+    assert sample("datahub_tokenize_run_duration_seconds_count", platform="postgres", status="SUCCESS") == before["durations"] + 1
+    assert sample("datahub_tokenize_runs_in_progress", platform="postgres") == 0
+    assert sample("datahub_tokenize_oldest_run_start_time_seconds", platform="postgres") == 0
+    with metrics.observed_run(pg.urn(table)), metrics.observed_run(pg.urn(table)):
+        started = sample("datahub_tokenize_oldest_run_start_time_seconds", platform="postgres")
+        assert 0 < time.time() - started < 60
+        assert sample("datahub_tokenize_runs_in_progress", platform="postgres") == 2
+    assert sample("datahub_tokenize_oldest_run_start_time_seconds", platform="postgres") == 0
+    assert sample("datahub_tokenize_events_ignored_total", reason="not_a_trigger") == before["ignored"] + 1
+    assert metrics.platform_of("urn:li:corpuser:x") == "unknown"

@@ -29,10 +29,12 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from typing import Any, Iterator
 
 import sqlalchemy as sa
@@ -136,12 +138,16 @@ def _docs(gms: RecordingGms) -> str:
 
 
 @contextlib.contextmanager
-def _actions_cli(config: pathlib.Path, env: dict[str, str], log_path: pathlib.Path) -> Iterator[subprocess.Popen]:
-    """``datahub actions -c <config>`` in its own process group; SIGINT (as Ctrl-C) at the end."""
-    datahub = shutil.which("datahub", path=os.path.dirname(sys.executable)) or "datahub"
+def _actions_cli(config: pathlib.Path, env: dict[str, str], log_path: pathlib.Path,
+                 monitoring_port: int) -> Iterator[subprocess.Popen]:
+    """The stock CLI as the stock image's start script runs it with monitoring on
+    (``datahub-actions --enable-monitoring --monitoring-port <port> actions -c <config>``), in its
+    own process group; SIGINT (as Ctrl-C) at the end."""
+    cli = shutil.which("datahub-actions", path=os.path.dirname(sys.executable)) or "datahub-actions"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([datahub, "actions", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen([cli, "--enable-monitoring", "--monitoring-port", str(monitoring_port), "actions",
+                                 "-c", str(config)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
         try:
             yield proc
         finally:
@@ -152,6 +158,23 @@ def _actions_cli(config: pathlib.Path, env: dict[str, str], log_path: pathlib.Pa
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _metrics(port: int, showing: str) -> list[str] | None:
+    """The action's own samples on the stock monitoring endpoint (non-zero, no histogram
+    buckets), once they include the line ``showing``; None before."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    lines = [line for line in text.splitlines()
+             if line.startswith("datahub_tokenize_") and "_bucket{" not in line and "_created" not in line
+             and not line.endswith(" 0.0")]
+    return lines if showing in lines else None
 
 
 def _tag_event() -> dict[str, Any]:
@@ -176,7 +199,7 @@ def run(config: pathlib.Path, workdir: pathlib.Path) -> int:
         _register_dataset(gms)
 
         _say("What runs here (real / stand-in):")
-        _say(f"  real       the stock `datahub actions` CLI with configs/tokenize.yaml, unchanged ({config})")
+        _say(f"  real       the stock `datahub-actions` CLI with configs/tokenize.yaml, unchanged ({config})")
         _say(f"  real       PostgreSQL, a throwaway cluster: {cluster.server_url()}, appdb.public.customers "
              f"({ROWS} rows)")
         _say(f"  stand-in   Kafka broker: librdkafka's mock cluster (real Kafka protocol) at {kafka.bootstrap}")
@@ -202,8 +225,10 @@ def run(config: pathlib.Path, workdir: pathlib.Path) -> int:
             "TOKENIZE_AUTO_OFFSET_RESET": "earliest",
             "TOKENIZE_FAILED_EVENTS_DIR": str(workdir / "failed"),
         }
-        proc = stack.enter_context(_actions_cli(config, env, log_path))
-        _say(f"\n$ datahub actions -c configs/tokenize.yaml      (log: {log_path})")
+        port = _free_port()
+        proc = stack.enter_context(_actions_cli(config, env, log_path, port))
+        _say(f"\n$ datahub-actions --enable-monitoring --monitoring-port {port} actions -c configs/tokenize.yaml"
+             f"\n  (as the stock image starts it with DATAHUB_ACTIONS_MONITORING_ENABLED=true; log: {log_path})")
         wait_until(lambda: proc.poll() is not None or "is now running" in log_path.read_text(), 90,
                    "the actions pipeline to start")
         if proc.poll() is not None:
@@ -245,11 +270,18 @@ def run(config: pathlib.Path, workdir: pathlib.Path) -> int:
         _say(f"  status {second['status']}, rows updated {second['counts']['rows_updated']}, "
              f"values already tokens {second['counts']['values_skipped']}, "
              f"table {'unchanged' if unchanged else 'CHANGED'}")
+        _say(f"\nPrometheus metrics of the runs (http://127.0.0.1:{port}/metrics):")
+        # The run record is written before the run is counted: wait for the second run's count.
+        both = 'datahub_tokenize_runs_total{dry_run="false",platform="postgres",status="SUCCESS"} 2.0'
+        scraped = wait_until(lambda: _metrics(port, showing=both), 30, "the second run in the metrics")
+        for line in scraped:
+            _say(f"  {line}")
     leaked = DEMO_KEY in log_path.read_text()
     _say(f"\nThe HMAC key in the actions log: {'FOUND (a defect)' if leaked else 'no'}. "
          f"Demo took {time.monotonic() - started:.0f} s.")
+    counted = both in scraped
     ok = (second["status"] == "SUCCESS" and second["counts"]["rows_updated"] == 0 and unchanged
-          and before != after_first and not leaked)
+          and before != after_first and not leaked and counted)
     return 0 if ok else 1
 
 

@@ -7,6 +7,7 @@ package installed, ``type: tokenize`` works in the stock ``datahub actions`` CLI
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 
 from datahub_actions.action.action import Action
@@ -16,8 +17,9 @@ from datahub_actions.pipeline.pipeline_context import PipelineContext
 from ._config import TokenizeConfig
 from ._datahub import metrics
 from ._datahub.events import parse_event
-from ._exceptions import TokenizeError, detached
 from ._datahub.recording import current_request
+from ._exceptions import TokenizeError, detached
+from ._request import TokenizeRequest
 from ._runner import tokenize_dataset
 
 __all__ = ["TokenizeAction"]
@@ -44,6 +46,8 @@ class TokenizeAction(Action):
         self._permanent_failures: collections.OrderedDict[int, tuple[EventEnvelope, TokenizeError]] = (
             collections.OrderedDict()
         )
+        #: Tries per run id (an event's deliveries and the pipeline's retries share one).
+        self._attempts: collections.OrderedDict[str, int] = collections.OrderedDict()
         if self.graph is None:
             logger.warning(
                 "pipeline %s has no `datahub:` section: columns must be tagged one by one (a dataset-level "
@@ -73,9 +77,10 @@ class TokenizeAction(Action):
             if request is None:
                 metrics.event_ignored(metrics.TRIGGER_GONE)
                 return
+        request = dataclasses.replace(request, pipeline=self.ctx.pipeline_name)
         logger.info("tokenize %s%s", request.dataset_urn,
                     f" columns {', '.join(request.columns)}" if request.columns else "")
-        outcome = tokenize_dataset(self.config, request, graph=self.graph)
+        outcome = tokenize_dataset(self.config, request, graph=self.graph, attempt=self._attempt(request))
         if outcome.error is None:
             return
         if outcome.error.permanent:
@@ -83,6 +88,16 @@ class TokenizeAction(Action):
             while len(self._permanent_failures) > self._REMEMBERED_FAILURES:
                 self._permanent_failures.popitem(last=False)
         raise outcome.error
+
+    def _attempt(self, request: TokenizeRequest) -> int:
+        """1 for a run id's first try in this process, then 2, 3, ..."""
+        if request.run_id is None:
+            return 1
+        n = self._attempts.pop(request.run_id, 0) + 1
+        self._attempts[request.run_id] = n
+        while len(self._attempts) > self._REMEMBERED_FAILURES * 16:
+            self._attempts.popitem(last=False)
+        return n
 
     def close(self) -> None:
         pass

@@ -311,6 +311,18 @@ class WriteBackConfig(ConfigModel):
         description="Keep a short Markdown summary in a managed section of the dataset's "
         "documentation (the steward's own text is kept).",
     )
+    incidents: bool = Field(
+        default=True,
+        description="A FAILED run raises an OPERATIONAL incident on the dataset (one per dataset, "
+        "updated by later failures); the next SUCCESS resolves it. Needs the privilege to edit "
+        "incidents; without it runs go on and a warning says so once.",
+    )
+    runs: bool = Field(
+        default=True,
+        description="Record each run as a DataProcessInstance with the dataset as its output "
+        "(the dataset's Runs tab): STARTED when it begins, then SUCCESS or FAILURE with its "
+        "duration and run record. Retries of one event update one instance.",
+    )
 
 
 class TokenizeConfig(ConfigModel):

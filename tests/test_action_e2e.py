@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from datahub.configuration.config_loader import load_config_file
 from datahub.metadata.schema_classes import (
+    DatasetPropertiesClass,
     EditableSchemaFieldInfoClass,
     EditableSchemaMetadataClass,
     GlobalTagsClass,
@@ -68,15 +69,16 @@ def stack(pg, gms_server, kafka_cluster, schema_registry, platform_event_produce
                 ]))
             return name, urn
 
-        def dataset_tag(self, urn, tag=RUN, operation="ADD", redelivery=False):
+        def dataset_tag(self, urn, tag=RUN, operation="ADD", redelivery=False, time_ms=None):
             """What a steward's click does: the tag on the dataset changes in GMS, then GMS
-            sends the event. ``redelivery``: the event again, as Kafka delivers it twice."""
+            sends the event. ``redelivery``: the event again, as Kafka delivers it twice
+            (with ``time_ms``, the same event: the same audit time)."""
             if not redelivery:
                 tags = [t for t in (gms_server.aspect_json(urn, "globalTags") or {}).get("tags", []) if t["tag"] != tag]
                 gms_server.put_aspect(urn, GlobalTagsClass([TagAssociationClass(t["tag"]) for t in tags]
                                            + ([TagAssociationClass(tag)] if operation == "ADD" else [])))
             platform_event_producer.produce_entity_change_event(
-                entity_change_event(urn, "TAG", operation, modifier=tag, parameters={"tagUrn": tag}))
+                entity_change_event(urn, "TAG", operation, modifier=tag, parameters={"tagUrn": tag}, time_ms=time_ms))
 
         def field_tag(self, urn, field, tag=RUN):
             platform_event_producer.produce_entity_change_event(entity_change_event(
@@ -165,6 +167,51 @@ def test_a_duplicate_event_changes_no_row_and_reports_success_again(stack, pg):
     assert second["columns"] == first["columns"] == ["email", "phone"]
     assert second["counts"]["values_skipped"] == {"email": 2, "phone": 1}
     assert pg.checksum(name) == after_first
+
+
+def test_each_run_is_a_run_instance_of_the_dataset_and_a_redelivery_updates_the_same_one(stack, pg, gms_server):
+    name, urn = stack.table()
+    with running_pipeline(stack.pipeline_config()):
+        stack.dataset_tag(urn, time_ms=1_765_000_000_000)
+        [record] = stack.wait_runs(urn, 1)
+        stack.dataset_tag(urn, redelivery=True, time_ms=1_765_000_000_000)  # the same event again
+        stack.wait_runs(urn, 2)
+    outputs = [m for m in gms_server.mcps(aspect_name="dataProcessInstanceOutput") if urn in m.value["outputs"]]
+    instances = {m.entity_urn for m in outputs}
+    assert len(instances) == 1, "one event, one run instance"
+    [instance] = instances
+    events = [m.value for m in gms_server.mcps(entity_urn=instance, aspect_name="dataProcessInstanceRunEvent")]
+    assert [(e["status"], e.get("attempt"), (e.get("result") or {}).get("type")) for e in events] == [
+        ("STARTED", 1, None), ("COMPLETE", 1, "SUCCESS"), ("STARTED", 2, None), ("COMPLETE", 2, "SUCCESS")]
+    assert events[1]["durationMillis"] >= 0
+    props = gms_server.aspect_json(instance, "dataProcessInstanceProperties")["customProperties"]
+    assert props["run_id"] == record["run_id"] and props["trigger"] == "event" and props["rows_updated"] == "0"
+    assert gms_server.aspect_json(instance, "dataProcessInstanceProperties")["name"] == f"tokenize-{record['run_id']}"
+    written = gms_server.mcps(entity_urn=urn) + gms_server.mcps(entity_urn=instance)
+    assert {(m.system_metadata or {}).get("pipelineName") for m in written} == {stack.pipeline_config()["name"]}, \
+        "every write names the pipeline as its source"
+    assert {(m.system_metadata or {}).get("runId") for m in written} == {f"datahub-tokenize-{record['run_id']}"}
+
+
+def test_a_redelivery_after_ingestion_dropped_the_custom_property_reads_the_structured_one(stack, pg, gms_server):
+    from datahub_tokenize_action._datahub import last_run
+
+    name, urn = stack.table(editable_tags={"note": RUN})
+    with running_pipeline(stack.pipeline_config()):
+        stack.dataset_tag(urn)
+        [first] = stack.wait_runs(urn, 1)
+        gms_server.put_aspect(urn, DatasetPropertiesClass(customProperties={"owner_team": "crm"}))  # a full ingestion
+        stack.dataset_tag(urn, redelivery=True)
+        _, second = stack.wait_runs(urn, 2)
+    assert first["columns"] == second["columns"] == ["note"], "the record was read from the structured property"
+    assert second["counts"]["rows_updated"] == 0
+    stored = gms_server.aspect_json(urn, "structuredProperties")["properties"]
+    assert [p["propertyUrn"] for p in stored] == [last_run.PROPERTY_URN]
+    assert len(gms_server.mcps(entity_urn=last_run.PROPERTY_URN, aspect_name="propertyDefinition")) == 1
+    assert gms_server.aspect_json(last_run.PROPERTY_URN, "propertyDefinition")["entityTypes"] == [
+        "urn:li:entityType:datahub.dataset"]
+    settings = gms_server.aspect_json(last_run.PROPERTY_URN, "structuredPropertySettings")
+    assert settings["showInAssetSummary"] is True
 
 
 def test_a_redelivered_dataset_event_repeats_the_columns_of_its_run_not_a_new_choice(stack, pg):

@@ -41,6 +41,7 @@ from datahub_actions.event.event_envelope import EventEnvelope
 from datahub_actions.event.event_registry import ENTITY_CHANGE_EVENT_V1_TYPE
 
 from .._request import TokenizeRequest
+from .runs import event_run_id
 from .writeback import RUN_TAG
 
 __all__ = ["parse_event"]
@@ -66,15 +67,17 @@ def parse_event(envelope: EventEnvelope, trigger_tag: str = RUN_TAG) -> Tokenize
     if event.category != "TAG" or event.operation != "ADD" or event.modifier != trigger_tag:
         return None
 
+    audit = getattr(event.auditStamp, "time", None) if event.auditStamp is not None else None
+    run_id = event_run_id(event.entityUrn, event.modifier, event.operation, audit)
     try:
         if event.entityType == "dataset":
-            return TokenizeRequest(str(DatasetUrn.from_string(event.entityUrn)))
+            return TokenizeRequest(str(DatasetUrn.from_string(event.entityUrn)), run_id=run_id, trigger="event")
         if event.entityType == "schemaField":
             field_urn = SchemaFieldUrn.from_string(event.entityUrn)
             dataset_urn = str(DatasetUrn.from_string(field_urn.parent))
             path = _field_path(_parameters(event).get("fieldPath"), field_urn.field_path)
             column = get_simple_field_path_from_v2_field_path(path)
-            return TokenizeRequest(dataset_urn, (column,)) if column else None
+            return TokenizeRequest(dataset_urn, (column,), run_id=run_id, trigger="event") if column else None
     except InvalidUrnError:
         return None
     return None

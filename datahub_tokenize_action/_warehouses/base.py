@@ -332,10 +332,11 @@ class WarehouseTokenizer(abc.ABC):
 
     # ------------------------------------------------------------------- run
 
-    def run(self, ref: TableRef, columns: Sequence[str], *, dry_run: bool = False) -> TokenizeResult:
+    def run(self, ref: TableRef, columns: Sequence[str], *, dry_run: bool = False,
+            run_id: str | None = None) -> TokenizeResult:
         """Tokenize ``columns`` of ``ref``; with ``dry_run``, count what would change and write nothing.
 
         Returns a SUCCESS result. Raises a TokenizeError on any failure; in
         single-transaction mode nothing is left changed.
         """
-        return execute_run(self, ref, columns, dry_run=dry_run)
+        return execute_run(self, ref, columns, dry_run=dry_run, run_id=run_id)

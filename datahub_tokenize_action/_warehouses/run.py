@@ -29,7 +29,8 @@ __all__ = ["execute_run"]
 logger = logging.getLogger(__name__)
 
 
-def execute_run(wh: WarehouseTokenizer, ref: TableRef, columns: Sequence[str], *, dry_run: bool) -> TokenizeResult:
+def execute_run(wh: WarehouseTokenizer, ref: TableRef, columns: Sequence[str], *, dry_run: bool,
+                run_id: str | None = None) -> TokenizeResult:
     """Tokenize ``columns`` of ``ref``; with ``dry_run``, count what would change and write nothing.
 
     Returns a SUCCESS result. Raises a TokenizeError on any failure; in
@@ -37,7 +38,7 @@ def execute_run(wh: WarehouseTokenizer, ref: TableRef, columns: Sequence[str], *
     """
     started = time.monotonic()
     started_at = utc_now()
-    run_id = uuid.uuid4().hex
+    run_id = run_id or uuid.uuid4().hex
     columns = tuple(dict.fromkeys(columns))
     progress = Progress(ref.name, wh.options.progress_interval_s, dry_run)
     counts = Counts(tokenized={c: 0 for c in columns}, committed_tokenized={c: 0 for c in columns})

@@ -32,8 +32,9 @@ keyed by their Pegasus class name (``{"com.linkedin.schema.StringType": {}}``).
 UPSERT MCPs replace the stored aspect (GMS's last-write-wins), so a read after a write
 sees it. PATCH MCPs are recorded; of them, only keyed adds and removes of tags (``globalTags``
 ``/tags/<tag>``, ``editableSchemaMetadata`` ``/editableSchemaFieldInfo/<field>/globalTags/tags/<tag>``)
-and of ``datasetProperties`` ``/customProperties/<key>`` are also applied (what a redelivered
-event reads back); other patches are not.
+and of ``datasetProperties`` ``/customProperties/<key>``, and sets of ``structuredProperties``
+``/properties/<property urn>/<source>`` are also applied (what a redelivered event reads back);
+other patches are not.
 Every other request answers 404 and is also kept in :meth:`RecordingGms.unhandled`.
 
 Failure injection: :meth:`RecordingGms.fail_next`. DataHubGraph's session retries POST
@@ -85,7 +86,7 @@ DEFAULT_GMS_CONFIG: Dict[str, Any] = {
 }
 
 #: PATCH MCPs applied to the stored aspect (see the module docstring).
-_APPLIED_PATCHES = {"globalTags", "datasetProperties", "editableSchemaMetadata"}
+_APPLIED_PATCHES = {"globalTags", "datasetProperties", "editableSchemaMetadata", "structuredProperties"}
 
 
 def _unescape(part: str) -> str:
@@ -348,6 +349,11 @@ class RecordingGms(LoopbackHttpServer):
                     props[parts[1]] = op["value"]
                 else:
                     props.pop(parts[1], None)
+            elif mcp.aspect_name == "structuredProperties" and len(parts) in (2, 3) and parts[0] == "properties":
+                # Keyed by (propertyUrn, attribution source) (arrayPrimaryKeys): an add's path is
+                # /properties/<property urn>/<source> (source "" when unattributed).
+                entries = [e for e in aspect.get("properties", []) if e["propertyUrn"] != parts[1]]
+                aspect["properties"] = entries + ([op["value"]] if op["op"] == "add" else [])
             elif (mcp.aspect_name == "editableSchemaMetadata" and len(parts) in (5, 6)
                   and parts[0] == "editableSchemaFieldInfo" and parts[2:4] == ["globalTags", "tags"]):
                 infos = aspect.setdefault("editableSchemaFieldInfo", [])

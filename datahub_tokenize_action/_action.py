@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 import logging
 
 from datahub_actions.action.action import Action
@@ -17,6 +18,7 @@ from datahub_actions.pipeline.pipeline_context import PipelineContext
 from ._config import TokenizeConfig
 from ._datahub import metrics
 from ._datahub.events import parse_event
+from ._datahub.reconcile import Reconciler
 from ._datahub.recording import current_request
 from ._exceptions import TokenizeError, detached
 from ._request import TokenizeRequest
@@ -48,11 +50,17 @@ class TokenizeAction(Action):
         )
         #: Tries per run id (an event's deliveries and the pipeline's retries share one).
         self._attempts: collections.OrderedDict[str, int] = collections.OrderedDict()
+        #: Held around each run: the event path and the reconcile sweep never run at once.
+        self._running = threading.Lock()
+        self._reconciler: Reconciler | None = None
         if self.graph is None:
             logger.warning(
                 "pipeline %s has no `datahub:` section: columns must be tagged one by one (a dataset-level "
-                "tag cannot look them up) and nothing is written back to DataHub", ctx.pipeline_name,
+                "tag cannot look them up), nothing is written back to DataHub, and no reconcile sweep "
+                "looks for tags left waiting", ctx.pipeline_name,
             )
+        elif config.reconcile.enabled:
+            self._reconciler = Reconciler(self.graph, config, self._reconcile).start()
 
     @classmethod
     def create(cls, config_dict: dict, ctx: PipelineContext) -> "TokenizeAction":
@@ -80,7 +88,8 @@ class TokenizeAction(Action):
         request = dataclasses.replace(request, pipeline=self.ctx.pipeline_name)
         logger.info("tokenize %s%s", request.dataset_urn,
                     f" columns {', '.join(request.columns)}" if request.columns else "")
-        outcome = tokenize_dataset(self.config, request, graph=self.graph, attempt=self._attempt(request))
+        with self._running:
+            outcome = tokenize_dataset(self.config, request, graph=self.graph, attempt=self._attempt(request))
         if outcome.error is None:
             return
         if outcome.error.permanent:
@@ -88,6 +97,14 @@ class TokenizeAction(Action):
             while len(self._permanent_failures) > self._REMEMBERED_FAILURES:
                 self._permanent_failures.popitem(last=False)
         raise outcome.error
+
+    def _reconcile(self, request: TokenizeRequest) -> None:
+        """A run the sweep found waiting: recorded in DataHub like any other, never raised."""
+        request = dataclasses.replace(request, pipeline=self.ctx.pipeline_name)
+        with self._running:
+            outcome = tokenize_dataset(self.config, request, graph=self.graph)
+        logger.info("reconcile: %s %s%s", request.dataset_urn, outcome.result.status,
+                    f" ({outcome.error})" if outcome.error is not None else "")
 
     def _attempt(self, request: TokenizeRequest) -> int:
         """1 for a run id's first try in this process, then 2, 3, ..."""
@@ -100,4 +117,5 @@ class TokenizeAction(Action):
         return n
 
     def close(self) -> None:
-        pass
+        if self._reconciler is not None:
+            self._reconciler.stop()

@@ -293,6 +293,24 @@ class ColumnSelectionConfig(ConfigModel):
         return v
 
 
+class ReconcileConfig(ConfigModel):
+    """The sweep that finds datasets whose trigger tag no event brought to the action."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Search DataHub for datasets carrying the trigger tag (on the dataset or a field) "
+        "on start-up and then every `interval_s`, and run those whose tag is still waiting: no run "
+        "recorded, tagged again after a success, or a last failure a retry can pass. Needs the "
+        "`datahub:` section. Off: only events start runs.",
+    )
+    interval_s: float = Field(default=3600.0, ge=1, description="Seconds between sweeps.")
+    startup_delay_s: float = Field(
+        default=60.0, ge=0,
+        description="Seconds after start-up before the first sweep (the consumer joins its group and "
+        "handles waiting events first).",
+    )
+
+
 class WriteBackConfig(ConfigModel):
     """What a run writes back to DataHub (through the `datahub:` section's server)."""
 
@@ -344,6 +362,9 @@ class TokenizeConfig(ConfigModel):
     )
     write_back: WriteBackConfig = Field(
         default_factory=WriteBackConfig, description="What is written back to DataHub after a run."
+    )
+    reconcile: ReconcileConfig = Field(
+        default_factory=ReconcileConfig, description="The sweep that leaves no trigger tag waiting."
     )
 
     @field_validator("trigger_tag")

@@ -47,6 +47,8 @@ class TokenizeResult:
     #: The old values the warehouse keeps after the run outside the table's current rows, and
     #: for how long (or what ``run.purge`` removed and what it could not); None: nothing written.
     plaintext_remains: str | None = None
+    #: What asked for the run: ``event``, ``reconcile`` (the sweep) or ``manual`` (the CLI, the API).
+    trigger: str | None = None
     #: How the tokens were made: ``loop`` (read, tokenized in Python, written back in batches)
     #: or ``pushdown`` (one UPDATE computing them in the warehouse); None before a run chose.
     method: str | None = None

@@ -87,7 +87,7 @@ def _tokenize_dataset(config: TokenizeConfig, request: TokenizeRequest, *, graph
             result = warehouse.run(ref, columns, dry_run=dry_run, run_id=run_id)
         finally:
             warehouse.dispose()
-        outcome = Outcome(result)
+        outcome = Outcome(result.replace(trigger=request.trigger))
     except TokenizeError as e:
         # The caller reports it (the CLI on stderr, the pipeline when the action raises).
         logger.info("%s: FAILED: %s", request.dataset_urn, e)
@@ -131,6 +131,7 @@ def failed_result(request: TokenizeRequest, error: BaseException, *, dry_run: bo
         ended_at=now,
         error=message,
         error_type=type(error).__name__,
+        trigger=request.trigger,
         # With commit_every_batch, what the batches committed before the failure hold.
         **getattr(error, "committed_counts", {}),
     )

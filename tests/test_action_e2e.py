@@ -4,12 +4,14 @@ schema registry and a recording GMS stand in for the servers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import signal
 import subprocess
 import sys
+from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -214,6 +216,30 @@ def test_a_redelivery_after_ingestion_dropped_the_custom_property_reads_the_stru
     assert settings["showInAssetSummary"] is True
 
 
+def test_a_dataset_tagged_while_no_event_reached_the_action_is_found_by_the_sweep(stack, pg, gms_server):
+    # Tagged before the pipeline started (a new consumer group starts at the latest offset):
+    # no event is ever published for it.
+    name, urn = stack.table()
+    gms_server.put_aspect(urn, GlobalTagsClass([TagAssociationClass(RUN)]))
+    done, done_urn = stack.table()  # tokenized before, the tag since removed: not found
+    config = stack.pipeline_config()
+    config["action"]["config"]["reconcile"] = {"startup_delay_s": 0, "interval_s": 3600}
+    with running_pipeline(config):
+        [record] = stack.wait_runs(urn, 1)
+    assert record["status"] == "SUCCESS" and record["trigger"] == "reconcile"
+    assert record["columns"] == ["email", "phone"] and record["counts"]["rows_updated"] == 2
+    assert [r[1] for r in pg.rows(name)] == [SHIPPED_TOKENIZER.tokenize("alice@example.com"),
+                                             SHIPPED_TOKENIZER.tokenize("bob@example.com")]
+    added, removed = stack.tags(urn)
+    assert SUCCESS in added and RUN in removed
+    assert stack.runs(done_urn) == [] and pg.rows(done)[0][1] == "alice@example.com"
+    [instance] = {m.entity_urn for m in gms_server.mcps(aspect_name="dataProcessInstanceOutput") if urn in m.value["outputs"]}
+    assert gms_server.aspect_json(instance, "dataProcessInstanceProperties")["customProperties"]["trigger"] == "reconcile"
+    from prometheus_client import REGISTRY
+
+    assert REGISTRY.get_sample_value("datahub_tokenize_tags_waiting", {}) == 1.0
+
+
 def test_a_redelivered_dataset_event_repeats_the_columns_of_its_run_not_a_new_choice(stack, pg):
     # The first run took the field tagged tokenize/run; once untagged, selection alone would
     # fall back to name patterns (email, phone): the repeat must not tokenize those.
@@ -262,14 +288,16 @@ def test_an_unrelated_tag_or_a_removal_changes_nothing(stack, pg, gms_server):
     assert gms_server.mcps(entity_urn=urn) == []
 
 
-def test_the_stock_datahub_actions_cli_runs_the_shipped_config(stack, pg):
-    name, urn = stack.table()
+@contextlib.contextmanager
+def stock_cli() -> Iterator[list[str]]:
+    """``datahub actions -c configs/tokenize.yaml`` in its own process group; its output is in
+    the yielded list once the block ends (SIGINT, as Ctrl-C)."""
     datahub = os.path.join(os.path.dirname(sys.executable), "datahub")
     proc = subprocess.Popen([datahub, "actions", "-c", str(CONFIG)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output: list[str] = []
     try:
-        stack.dataset_tag(urn)
-        [record] = stack.wait_runs(urn, 1, timeout=120)
+        yield output
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -277,10 +305,48 @@ def test_the_stock_datahub_actions_cli_runs_the_shipped_config(stack, pg):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
+        output.append(out)
+
+
+def test_the_stock_datahub_actions_cli_runs_the_shipped_config(stack, pg):
+    name, urn = stack.table()
+    with stock_cli() as output:
+        stack.dataset_tag(urn)
+        [record] = stack.wait_runs(urn, 1, timeout=120)
+    out = output[0]
     assert record["status"] == "SUCCESS" and record["counts"]["rows_updated"] == 2, out[-3000:]
     tok = SHIPPED_TOKENIZER
     assert pg.rows(name)[0][1] == tok.tokenize("alice@example.com")
     assert HMAC_KEY not in out and "unused-under-trust-auth" not in out
+
+
+def test_through_the_stock_cli_a_failure_is_an_incident_the_next_success_resolves_and_both_are_runs(
+        stack, pg, gms_server):
+    from datahub_tokenize_action._datahub import incidents
+
+    name, urn = stack.table()
+    pg.execute(f"ALTER TABLE {name} RENAME TO {name}_away")
+    incident = incidents.incident_urn(urn)
+    with stock_cli() as output:
+        stack.dataset_tag(urn)
+        [failed] = stack.wait_runs(urn, 1, timeout=120)
+        state = wait_until(lambda: gms_server.aspect_json(incident, "incidentInfo"), 30, "the incident")
+        assert (failed["status"], failed["error_type"]) == ("FAILED", "TableNotFoundError")
+        assert state["status"]["state"] == "ACTIVE" and state["entities"] == [urn]
+        assert failed["run_id"] in state["description"]
+        pg.execute(f"ALTER TABLE {name}_away RENAME TO {name}")
+        stack.dataset_tag(urn)  # the steward tags again once the table is back
+        _, ok = stack.wait_runs(urn, 2, timeout=120)
+        wait_until(lambda: gms_server.aspect_json(incident, "incidentInfo")["status"]["state"] == "RESOLVED", 30,
+                   "the incident resolved")
+    assert ok["status"] == "SUCCESS", output[0][-3000:]
+    runs = {}
+    for m in gms_server.mcps(aspect_name="dataProcessInstanceOutput"):
+        if urn in m.value["outputs"]:
+            events = gms_server.mcps(entity_urn=m.entity_urn, aspect_name="dataProcessInstanceRunEvent")
+            runs[m.entity_urn] = [(e.value["status"], (e.value.get("result") or {}).get("type")) for e in events]
+    assert sorted(runs.values()) == [[("STARTED", None), ("COMPLETE", "FAILURE")],
+                                     [("STARTED", None), ("COMPLETE", "SUCCESS")]]
 
 
 @pytest.mark.parametrize("token", [None, "eyJ-personal-access-token"])

@@ -16,7 +16,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from .._result import TokenizeResult
 
-__all__ = ["event_ignored", "observed_run", "platform_of", "writeback_failed"]
+__all__ = ["event_ignored", "observed_run", "platform_of", "tags_waiting", "writeback_failed"]
 
 _PREFIX = "datahub_tokenize"
 
@@ -35,6 +35,8 @@ OLDEST_RUN_START = Gauge(f"{_PREFIX}_oldest_run_start_time_seconds", "Unix time 
                          ["platform"])
 WRITEBACK_FAILURES = Counter(f"{_PREFIX}_writeback_failures", "Runs whose outcome could not be recorded in "
                              "DataHub (the table may be tokenized; a retry records it).", ["platform"])
+TAGS_WAITING = Gauge(f"{_PREFIX}_tags_waiting", "Datasets the last reconcile sweep found carrying the trigger "
+                     "tag with no run to answer it (it then ran them).", [])
 EVENTS_IGNORED = Counter(f"{_PREFIX}_events_ignored", "Events the action received and did not run, by reason.",
                          ["reason"])
 
@@ -89,6 +91,10 @@ def observed_run(dataset_urn: str) -> Iterator[list[TokenizeResult]]:
 
 def writeback_failed(dataset_urn: str) -> None:
     WRITEBACK_FAILURES.labels(platform_of(dataset_urn)).inc()
+
+
+def tags_waiting(n: int) -> None:
+    TAGS_WAITING.set(n)
 
 
 def event_ignored(reason: str) -> None:

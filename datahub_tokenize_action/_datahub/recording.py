@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 from datahub.emitter.mcp import MetadataChangeProposalWrapper
 from datahub.metadata.schema_classes import (
@@ -35,7 +35,7 @@ from .columns import trigger_field_paths
 from .graph import Graph, talking_to_datahub
 from .writeback import RUN_RECORD_PROPERTY, outcome_mcps, run_record, tag_definition_mcps
 
-__all__ = ["attributed", "current_request", "record_start", "write_back"]
+__all__ = ["attributed", "current_request", "latest_record", "record_start", "write_back"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +69,7 @@ def current_request(graph: Graph, config: TokenizeConfig, request: TokenizeReque
         tags = graph.get_aspect(request.dataset_urn, GlobalTagsClass)
         if tags is not None and any(t.tag == config.trigger_tag for t in tags.tags):  # type: ignore[attr-defined]
             return request
-        # The structured property first: ingestion may have dropped the custom property.
-        record = last_run.read(graph.get_aspect(request.dataset_urn, StructuredPropertiesClass))  # type: ignore[arg-type]
-        if not record:
-            record = _last_run(graph.get_aspect(request.dataset_urn, DatasetPropertiesClass))
+        record = latest_record(graph, request.dataset_urn)
     if record.get("status") == "SUCCESS" and isinstance(record.get("columns"), list) and record["columns"]:
         logger.info("%s: %s is no longer on the dataset; repeating run %s on its columns %s",
                     request.dataset_urn, config.trigger_tag, record.get("run_id"), ", ".join(record["columns"]))
@@ -80,6 +77,13 @@ def current_request(graph: Graph, config: TokenizeConfig, request: TokenizeReque
     logger.info("%s: %s is no longer on the dataset and no run succeeded: nothing to do",
                 request.dataset_urn, config.trigger_tag)
     return None
+
+
+def latest_record(graph: Graph, dataset_urn: str) -> dict[str, Any]:
+    """The dataset's latest run record ({} if none): the structured property first (ingestion
+    may have dropped the custom property), else the custom property."""
+    record = last_run.read(graph.get_aspect(dataset_urn, StructuredPropertiesClass))  # type: ignore[arg-type]
+    return record or _last_run(graph.get_aspect(dataset_urn, DatasetPropertiesClass))
 
 
 def _last_run(props: object | None) -> dict:

@@ -104,6 +104,7 @@ def run_record(result: TokenizeResult) -> dict[str, Any]:
         "status": d["status"],
         "dry_run": d["dry_run"],
         "method": d["method"],
+        "trigger": d["trigger"],
         "plaintext_remains": d["plaintext_remains"],
         "dataset": d["dataset"],
         "table": d["table"],

@@ -22,7 +22,10 @@ request                                                   answer
                                                           ``openapi_ingestion=True``
 ``DELETE /openapi/v3/entity/{type}/{urn}``,               deletes (recorded)
 ``POST /entities?action=delete``
-``POST /api/graphql``                                     recorded; answers a GraphQL error
+``POST /api/graphql`` ``scrollAcrossEntities``            ``get_urns_by_filter``'s search, evaluated
+                                                          on the stored aspects (tags, field tags,
+                                                          edited field tags, removed)
+``POST /api/graphql`` (any other query)                   recorded; answers a GraphQL error
 ========================================================  ==================================
 
 Aspect JSON is in GMS's wire shape, i.e. ``pre_json_transform(aspect.to_obj())``: unions
@@ -432,12 +435,59 @@ class RecordingGms(LoopbackHttpServer):
             return HttpResponse(200, None)
 
         if method == "POST" and path == "/api/graphql":
+            body = request.json if isinstance(request.json, dict) else {}
+            if "scrollAcrossEntities" in str(body.get("query")):
+                return self._scroll_across_entities(body.get("variables") or {})
             return HttpResponse(200, {
                 "data": None,
-                "errors": [{"message": "GraphQL is not served by the recording GMS (datahub_tokenize_action/testing/gms.py)"}],
+                "errors": [{"message": "this GraphQL query is not served by the recording GMS "
+                                       "(datahub_tokenize_action/testing/gms.py)"}],
             })
 
         return None
+
+    #: Search fields the stand-in's ``scrollAcrossEntities`` evaluates, from the stored aspects
+    #: (DataHub indexes a dataset's ``globalTags`` as ``tags``, its schema fields' tags as
+    #: ``fieldTags`` and its edited fields' tags as ``editedFieldTags``; ``removed`` is ``status``).
+    _SEARCH_FIELDS = ("tags", "fieldTags", "editedFieldTags", "removed")
+
+    def _search_values(self, urn: str, search_field: str) -> List[str]:
+        def aspect(name: str) -> Dict[str, Any]:
+            return self._aspects.get((urn, name)) or {}
+
+        if search_field == "tags":
+            return [t["tag"] for t in aspect("globalTags").get("tags", [])]
+        if search_field == "fieldTags":
+            return [t["tag"] for f in aspect("schemaMetadata").get("fields", [])
+                    for t in (f.get("globalTags") or {}).get("tags", [])]
+        if search_field == "editedFieldTags":
+            return [t["tag"] for f in aspect("editableSchemaMetadata").get("editableSchemaFieldInfo", [])
+                    for t in (f.get("globalTags") or {}).get("tags", [])]
+        return ["true" if aspect("status").get("removed") else "false"]
+
+    def _scroll_across_entities(self, variables: Dict[str, Any]) -> HttpResponse:
+        """``DataHubGraph.get_urns_by_filter``'s query (``scrollUrnsWithFilters``): entities of
+        ``types`` matching any ``orFilters`` clause (all of its EQUAL rules, ``negated`` honoured),
+        in one page. A rule on a field it does not evaluate is an error, as GMS would not be."""
+        types = {str(t).lower() for t in variables.get("types") or []}
+        clauses = variables.get("orFilters") or [{"and": []}]
+        for clause in clauses:
+            for rule in clause.get("and", []):
+                if rule.get("field") not in self._SEARCH_FIELDS or rule.get("condition", "EQUAL") != "EQUAL":
+                    return HttpResponse(200, {"data": None, "errors": [{
+                        "message": f"recording GMS: search rule {rule!r} is not evaluated here"}]})
+        # (``handle`` holds the lock while it routes.)
+        urns = sorted({u for u, _ in self._aspects if not types or _entity_type(u).lower() in types})
+
+        def matches(urn: str, rule: Dict[str, Any]) -> bool:
+            hit = bool(set(rule.get("values") or []) & set(self._search_values(urn, rule["field"])))
+            return hit != bool(rule.get("negated"))
+
+        found = [u for u in urns if any(all(matches(u, r) for r in c.get("and", [])) for c in clauses)]
+        return HttpResponse(200, {"data": {"scrollAcrossEntities": {
+            "nextScrollId": None,
+            "searchResults": [{"entity": {"urn": u}, "extraProperties": []} for u in found],
+        }}})
 
     @staticmethod
     def _from_restli(proposal: Dict[str, Any]) -> RecordedMcp:

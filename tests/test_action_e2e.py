@@ -109,8 +109,13 @@ def stack(pg, gms_server, kafka_cluster, schema_registry, platform_event_produce
                     (added if op["op"] == "add" else removed).append(tag)
             return added, removed
 
-        def pipeline_config(self):
-            return load_config_file(CONFIG)
+        def pipeline_config(self, reconcile=False):
+            """The shipped config; without ``reconcile`` its sweep is off, so that no sweep
+            (60 s after start-up by default) adds a run to what a test counts."""
+            config = load_config_file(CONFIG)
+            if not reconcile:
+                config["action"]["config"]["reconcile"] = {"enabled": False}
+            return config
 
     return Stack()
 
@@ -222,7 +227,7 @@ def test_a_dataset_tagged_while_no_event_reached_the_action_is_found_by_the_swee
     name, urn = stack.table()
     gms_server.put_aspect(urn, GlobalTagsClass([TagAssociationClass(RUN)]))
     done, done_urn = stack.table()  # tokenized before, the tag since removed: not found
-    config = stack.pipeline_config()
+    config = stack.pipeline_config(reconcile=True)
     config["action"]["config"]["reconcile"] = {"startup_delay_s": 0, "interval_s": 3600}
     with running_pipeline(config):
         [record] = stack.wait_runs(urn, 1)

@@ -478,3 +478,44 @@ def test_runs_and_ignored_events_are_counted_in_the_prometheus_registry(pg, monk
     assert sample("datahub_tokenize_oldest_run_start_time_seconds", platform="postgres") == 0
     assert sample("datahub_tokenize_events_ignored_total", reason="not_a_trigger") == before["ignored"] + 1
     assert metrics.platform_of("urn:li:corpuser:x") == "unknown"
+
+
+def test_the_sweep_and_the_event_path_never_run_at_once_and_close_stops_the_sweep(monkeypatch):
+    import threading
+
+    from datahub_tokenize_action import TokenizeRequest
+    from datahub_tokenize_action.testing.pipeline import wait_until
+
+    class _Ctx:  # what PipelineContext.graph holds: an object whose .graph is the client
+        graph = object()
+
+    active, overlaps, order = [], [], []
+    release = threading.Event()
+
+    def one_run(config, request, **kwargs):
+        active.append(request)
+        overlaps.append(len(active))
+        order.append(request.trigger)
+        if request.trigger == "event":
+            release.wait(5)
+        active.remove(request)
+        return Outcome(failed_result(request, RuntimeError("stub")))  # (no error: the caller does not raise)
+
+    monkeypatch.setattr(action_module, "tokenize_dataset", one_run)
+    monkeypatch.setattr(action_module, "current_request", lambda graph, config, request: request)
+    action = TokenizeAction.create(config_dict(UNREACHABLE, reconcile={"startup_delay_s": 3600}),
+                                   PipelineContext(pipeline_name="t", graph=_Ctx()))
+    assert action._reconciler is not None
+    event = threading.Thread(target=action.act, args=(dataset_tag(UNREACHABLE_DATASET),))
+    event.start()
+    wait_until(lambda: active, 5, "the event's run to start")
+    sweep = threading.Thread(target=action._reconcile, args=(TokenizeRequest(UNREACHABLE_DATASET, trigger="reconcile"),))
+    sweep.start()
+    sweep.join(0.3)
+    assert sweep.is_alive(), "the sweep's run waits while the event's run holds the action"
+    release.set()
+    event.join(5)
+    sweep.join(5)
+    assert order == ["event", "reconcile"] and max(overlaps) == 1
+    action.close()
+    assert not action._reconciler._thread.is_alive()

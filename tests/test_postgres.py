@@ -454,13 +454,15 @@ def test_a_failing_dry_run_says_nothing_was_changed(pg, monkeypatch, commit_ever
                     dry_run=True)
 
 
-def test_a_read_only_connection_fails_the_run_once_with_what_to_do_and_dry_runs_work(pg):
-    # As on a standby: reads work, the first write fails.
+@pytest.mark.parametrize("pushdown", ["never", "always"])
+def test_a_read_only_connection_fails_the_run_once_with_what_to_do_and_dry_runs_work(pg, pushdown):
+    # As on a standby: reads work, the first write fails (pushdown: its session's key table).
     table = pg.create_table([("id", "int"), ("email", "text")], _emails(5))
     role = f"tokenize_{table}"
     config = _as_role(pg, role, f"GRANT SELECT, UPDATE ON {table} TO {{role}}; "
-                                f"ALTER ROLE {{role}} SET default_transaction_read_only = on")
-    assert run_request(config, TokenizeRequest(pg.urn(table), ("email",)), dry_run=True).rows_updated == 5
+                                f"ALTER ROLE {{role}} SET default_transaction_read_only = on", pushdown=pushdown)
+    dry = run_request(config, TokenizeRequest(pg.urn(table), ("email",)), dry_run=True)
+    assert (dry.rows_updated, dry.method) == (5, "loop" if pushdown == "never" else "pushdown")
     before = pg.checksum(table)
     with pytest.raises(WarehouseWriteError, match="read-only transaction .*the connection is read-only: a standby, "
                        "or default_transaction_read_only .*point the connection at the primary") as err:

@@ -239,6 +239,10 @@ class WarehouseTokenizer(abc.ABC):
         """SQL computing the token of ``value`` (not NULL) byte for byte as the tokenizer does."""
         raise NotImplementedError(f"{type(self).__name__} cannot compute tokens in SQL")
 
+    def read_only(self, conn: Connection) -> bool:
+        """Whether ``conn`` can write nothing, not even session objects (a standby)."""
+        return False
+
     def pushdown_key_hint(self) -> str:
         """Where the warehouse's copy of the key comes from, for an error when its tokens differ."""
         return "the key handed to the session"

@@ -398,6 +398,9 @@ class PostgresTokenizer(WarehouseTokenizer):
                     "client loop's write check sees")
         return None
 
+    def read_only(self, conn: Connection) -> bool:
+        return conn.exec_driver_sql("SHOW transaction_read_only").scalar_one() == "on"
+
     @contextlib.contextmanager
     def pushdown_session(self, conn: Connection, form: HmacSqlForm) -> Iterator[None]:
         # COPY data is not statement text: log_statement and a failing statement's log line show

@@ -95,6 +95,22 @@ def run_pushdown(wh: WarehouseTokenizer, conn: Connection, plan: Plan, form: Hma
     target = plan.target
     if plan.rows_to_change == 0:
         return
+    if dry_run and wh.read_only(conn):
+        # A standby, or default_transaction_read_only: the session's key objects cannot be made.
+        logger.info("%s: dry run on a read-only connection: the warehouse's tokens are not checked",
+                    target.ref.name)
+    else:
+        _execute(wh, conn, plan, form, dry_run=dry_run, progress=progress, counts=counts)
+    counts.rows_scanned = plan.rows_to_change
+    if dry_run:
+        counts.rows_updated = plan.rows_to_change
+    for c in target.columns:
+        counts.tokenized[c] = plan.plaintext[c]
+
+
+def _execute(wh: WarehouseTokenizer, conn: Connection, plan: Plan, form: HmacSqlForm, *, dry_run: bool,
+             progress: Progress, counts: Counts) -> None:
+    target = plan.target
     with wh.pushdown_session(conn, form):
         check_tokens(wh, conn, target, form)
         changed = plan.rows_to_change
@@ -110,7 +126,4 @@ def run_pushdown(wh: WarehouseTokenizer, conn: Connection, plan: Plan, form: Hma
                         target.ref.name, f"{said:,}", f"{plan.rows_to_change:,}",
                     )
                 changed = said
-    counts.rows_scanned = plan.rows_to_change
     counts.rows_updated = changed
-    for c in target.columns:
-        counts.tokenized[c] = plan.plaintext[c]

@@ -4,6 +4,7 @@ recording GMS."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -210,3 +211,31 @@ def test_tag_patches_from_the_real_builder_are_applied_to_the_stored_aspects(gms
     assert [t.tag for t in graph.get_aspect(DATASET, GlobalTagsClass).tags] == [DONE_TAG]
     [field] = gms_server.aspect_json(DATASET, "editableSchemaMetadata")["editableSchemaFieldInfo"]
     assert (field["fieldPath"], field["globalTags"]["tags"]) == ("email", [{"tag": DONE_TAG}])
+
+
+def test_a_throwaway_postgres_whose_port_is_taken_before_it_starts_takes_another():
+    # Two suites (or any process) can take the free port a cluster chose before its server binds it.
+    import socket
+
+    import sqlalchemy as sa
+
+    from datahub_tokenize_action.testing.postgres import PostgresCluster, PostgresNotInstalled
+
+    try:
+        cluster = PostgresCluster()
+    except PostgresNotInstalled as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs a real Postgres: {e}")
+        pytest.skip(str(e))
+    taken = cluster.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        cluster.start()
+        try:
+            assert cluster.port != taken
+            engine = sa.create_engine(cluster.url(), poolclass=sa.pool.NullPool)
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+        finally:
+            cluster.stop()

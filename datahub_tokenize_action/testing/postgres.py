@@ -87,11 +87,31 @@ class PostgresCluster:
     def start(self) -> "PostgresCluster":
         self._run("initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
                   "--locale=C.UTF-8", "--no-sync")
-        opts = [f"-p {self.port}", f"-k {self.base}", "-c listen_addresses=127.0.0.1"]
-        opts += [f"-c {s}" for s in self.settings]
-        self._run("pg_ctl", "-D", self.data, "-l", self.log_path, "-w",
-                  "-t", "60", "-o", " ".join(opts), "start")
-        return self
+        for attempt in range(1, self.START_ATTEMPTS + 1):
+            opts = [f"-p {self.port}", f"-k {self.base}", "-c listen_addresses=127.0.0.1"]
+            opts += [f"-c {s}" for s in self.settings]
+            try:
+                self._run("pg_ctl", "-D", self.data, "-l", self.log_path, "-w",
+                          "-t", "60", "-o", " ".join(opts), "start")
+                return self
+            except RuntimeError:
+                # The free port was taken between choosing it and the server binding it (another
+                # process, e.g. a second test suite starting its own cluster): take another one.
+                if attempt == self.START_ATTEMPTS or not self._port_was_taken():
+                    raise
+                self.port = _free_port()
+        raise AssertionError("unreachable")
+
+    #: Tries to start the server, each on a new free port when the last one was taken.
+    START_ATTEMPTS = 3
+
+    def _port_was_taken(self) -> bool:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                log = f.read()
+        except OSError:
+            return False
+        return "could not bind" in log or "Address already in use" in log
 
     @property
     def log_path(self) -> str:

@@ -6,12 +6,19 @@ import dataclasses
 import datetime as _dt
 from typing import Any, Literal, Mapping
 
-__all__ = ["TokenizeResult", "Status", "committed_text", "utc_now"]
+__all__ = ["TokenizeResult", "Status", "committed_text", "millis", "utc_now"]
 
 
 def utc_now() -> str:
     """The current UTC time as the result's timestamps spell it (ISO 8601, seconds)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def millis(timestamp: str | None) -> int:
+    """Epoch milliseconds of one of the result's timestamps (now when None), as DataHub's
+    audit stamps and run events spell time."""
+    when = _dt.datetime.fromisoformat(timestamp) if timestamp else _dt.datetime.now(_dt.timezone.utc)
+    return int(when.timestamp() * 1000)
 
 Status = Literal["SUCCESS", "FAILED"]
 

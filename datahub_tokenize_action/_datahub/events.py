@@ -67,7 +67,7 @@ def parse_event(envelope: EventEnvelope, trigger_tag: str = RUN_TAG) -> Tokenize
     if event.category != "TAG" or event.operation != "ADD" or event.modifier != trigger_tag:
         return None
 
-    audit = getattr(event.auditStamp, "time", None) if event.auditStamp is not None else None
+    audit = getattr(event.auditStamp, "time", None)
     run_id = event_run_id(event.entityUrn, event.modifier, event.operation, audit)
     try:
         if event.entityType == "dataset":

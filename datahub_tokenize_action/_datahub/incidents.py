@@ -7,7 +7,6 @@ run succeeds. Pure: MCPs from values and the incident as DataHub holds it now.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 
 from datahub.emitter.mcp import MetadataChangeProposalWrapper
@@ -21,7 +20,7 @@ from datahub.metadata.schema_classes import (
     IncidentTypeClass,
 )
 
-from .._result import TokenizeResult
+from .._result import TokenizeResult, millis
 
 __all__ = ["ACTOR", "incident_mcp", "incident_urn"]
 
@@ -36,18 +35,13 @@ def incident_urn(dataset_urn: str) -> str:
     return "urn:li:incident:datahub-tokenize-" + hashlib.sha256(dataset_urn.encode()).hexdigest()[:32]
 
 
-def _millis(iso: str | None) -> int:
-    when = _dt.datetime.fromisoformat(iso) if iso else _dt.datetime.now(_dt.timezone.utc)
-    return int(when.timestamp() * 1000)
-
-
 def incident_mcp(result: TokenizeResult, current: IncidentInfoClass | None) -> MetadataChangeProposalWrapper | None:
     """What the run changes in its dataset's incident: raise (or update) it on FAILED, resolve
     an active one on SUCCESS, nothing otherwise (a dry run, a success with none active)."""
     if result.dry_run:
         return None
     active = current is not None and current.status.state == IncidentStateClass.ACTIVE
-    now = AuditStampClass(time=_millis(result.ended_at), actor=ACTOR)
+    now = AuditStampClass(time=millis(result.ended_at), actor=ACTOR)
     if result.status == "SUCCESS":
         if not active:
             return None

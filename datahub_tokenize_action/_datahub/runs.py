@@ -9,7 +9,6 @@ updates the instance with a higher attempt number instead of adding another.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import uuid
 from typing import Any, Iterable, Sequence
@@ -19,7 +18,7 @@ from datahub.emitter.mcp import MetadataChangeProposalWrapper
 from datahub.metadata.schema_classes import DataProcessTypeClass
 from datahub.metadata.urns import DatasetUrn
 
-from .._result import TokenizeResult
+from .._result import TokenizeResult, millis
 
 __all__ = ["ORCHESTRATOR", "end_mcps", "event_run_id", "instance_urn", "start_mcps"]
 
@@ -51,17 +50,11 @@ def instance_urn(dataset_urn: str, run_id: str) -> str:
     return str(_instance(dataset_urn, run_id, {}).urn)
 
 
-def _millis(iso: str | None) -> int:
-    if not iso:
-        return int(_dt.datetime.now(_dt.timezone.utc).timestamp() * 1000)
-    return int(_dt.datetime.fromisoformat(iso).timestamp() * 1000)
-
-
 def start_mcps(dataset_urn: str, run_id: str, *, started_at: str, columns: Sequence[str] | None,
                trigger: Trigger, attempt: int) -> list[MetadataChangeProposalWrapper]:
     """The instance as the run begins: its properties so far, the dataset as its output, a
     STARTED run event."""
-    started = _millis(started_at)
+    started = millis(started_at)
     dpi = _instance(dataset_urn, run_id, {
         "run_id": run_id, "dataset": dataset_urn, "trigger": trigger, "status": "RUNNING",
         "columns": ", ".join(columns) if columns else "(chosen from DataHub)", "started_at": started_at,
@@ -74,7 +67,7 @@ def end_mcps(result: TokenizeResult, *, trigger: Trigger, attempt: int) -> list[
     """The instance as the run ended: its properties (the run record, flattened to strings),
     a COMPLETE run event with SUCCESS or FAILURE and the duration."""
     assert result.run_id is not None
-    started, ended = _millis(result.started_at), _millis(result.ended_at)
+    started, ended = millis(result.started_at), millis(result.ended_at)
     dpi = _instance(result.dataset, result.run_id, _properties(result, trigger))
     outcome = InstanceRunResult.SUCCESS if result.status == "SUCCESS" else InstanceRunResult.FAILURE
     return [*_without_input(dpi.generate_mcp(created_ts_millis=started, materialize_iolets=False)),

@@ -29,7 +29,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,7 @@ from datahub.metadata.schema_classes import (
 from .gms import RecordingGms, schema_metadata
 from .kafka import MockKafkaCluster, PlatformEventProducer, entity_change_event
 from .pipeline import wait_until
-from .postgres import PostgresCluster
+from .postgres import PostgresCluster, free_port
 from .schema_registry import SchemaRegistryServer
 
 DEMO_KEY = "demo-only-key-do-not-use-in-production"
@@ -160,12 +159,6 @@ def _actions_cli(config: pathlib.Path, env: dict[str, str], log_path: pathlib.Pa
                 proc.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _metrics(port: int, showing: str) -> list[str] | None:
     """The action's own samples on the stock monitoring endpoint (non-zero, no histogram
     buckets), once they include the line ``showing``; None before."""
@@ -225,7 +218,7 @@ def run(config: pathlib.Path, workdir: pathlib.Path) -> int:
             "TOKENIZE_AUTO_OFFSET_RESET": "earliest",
             "TOKENIZE_FAILED_EVENTS_DIR": str(workdir / "failed"),
         }
-        port = _free_port()
+        port = free_port()
         proc = stack.enter_context(_actions_cli(config, env, log_path, port))
         _say(f"\n$ datahub-actions --enable-monitoring --monitoring-port {port} actions -c configs/tokenize.yaml"
              f"\n  (as the stock image starts it with DATAHUB_ACTIONS_MONITORING_ENABLED=true; log: {log_path})")

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from typing import Sequence
 
-__all__ = ["PostgresCluster", "PostgresNotInstalled", "find_bindir"]
+__all__ = ["PostgresCluster", "PostgresNotInstalled", "find_bindir", "free_port"]
 
 
 class PostgresNotInstalled(RuntimeError):
@@ -41,7 +41,8 @@ def find_bindir() -> str:
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (it can be taken before it is used)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -55,7 +56,7 @@ class PostgresCluster:
 
     def __init__(self, settings: Sequence[str] = DEFAULT_SETTINGS):
         self.settings = list(settings)
-        self.port = _free_port()
+        self.port = free_port()
         self.bindir = find_bindir()
         self.base = tempfile.mkdtemp(prefix="tokenize-pg-")
         self.data = os.path.join(self.base, "data")
@@ -99,7 +100,7 @@ class PostgresCluster:
                 # process, e.g. a second test suite starting its own cluster): take another one.
                 if attempt == self.START_ATTEMPTS or not self._port_was_taken():
                     raise
-                self.port = _free_port()
+                self.port = free_port()
         raise AssertionError("unreachable")
 
     #: Tries to start the server, each on a new free port when the last one was taken.

@@ -255,7 +255,10 @@ class WarehouseTokenizer(abc.ABC):
 
     def execute_pushdown(self, conn: Connection, stmt: sa.Executable | str) -> int | None:
         """Run the pushdown UPDATE; the rows the warehouse says it changed (None: it does not say)."""
-        result = conn.exec_driver_sql(stmt) if isinstance(stmt, str) else conn.execute(stmt)
+        return self.rows_updated(conn.exec_driver_sql(stmt) if isinstance(stmt, str) else conn.execute(stmt))
+
+    def rows_updated(self, result: sa.CursorResult[Any]) -> int | None:
+        """The rows a write's result says it updated (default: the driver's row count), or None."""
         return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else None
 
     # ----------------------------------------------------------------- purge

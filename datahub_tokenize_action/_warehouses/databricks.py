@@ -269,11 +269,7 @@ class DatabricksTokenizer(WarehouseTokenizer):
             )
         return text
 
-    def execute_pushdown(self, conn: Connection, stmt: sa.Executable | str) -> int | None:
-        return self.rows_updated(conn.exec_driver_sql(stmt) if isinstance(stmt, str) else conn.execute(stmt))
-
-    @staticmethod
-    def rows_updated(result: sa.CursorResult[Any]) -> int | None:
+    def rows_updated(self, result: sa.CursorResult[Any]) -> int | None:
         """What Delta answers a MERGE or UPDATE with: one row of counts, ``num_updated_rows``
         (MERGE) or ``num_affected_rows`` (UPDATE). None where the engine says nothing."""
         if not result.returns_rows:

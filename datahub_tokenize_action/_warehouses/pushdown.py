@@ -43,20 +43,20 @@ def choose(wh: WarehouseTokenizer, conn: Connection, target: WriteTarget) -> Hma
     option = wh.options.pushdown
     if option == "never":
         return None
-    form = wh.tokenizer.sql_form()
-    why = (f"tokenizer {wh.tokenizer.type_name!r} has no SQL form (hmac with token_version 2 has)"
-           if form is None else wh.pushdown_unavailable(conn, target, form))
-    if option == "always":
-        if why is not None:
-            raise PushdownUnavailableError(
-                f"dataset {target.ref.dataset_urn}: run.pushdown is always, but {why}; fix that, or set "
-                "run.pushdown to auto (or never) to use the client loop. Nothing was changed"
-            )
-        return form
-    if wh.options.commit_every_batch:
+    why = None
+    if option == "auto" and wh.options.commit_every_batch:
         why = "run.commit_every_batch asks for the client loop's batches"
-    elif why is None and not wh.pushdown_by_default:
+    elif option == "auto" and not wh.pushdown_by_default:
         why = f"run.pushdown: auto keeps the client loop on {wh.platform} (set always to push down)"
+    form = wh.tokenizer.sql_form() if why is None else None
+    if why is None:  # (asks the warehouse: only when the answer can change the choice)
+        why = (f"tokenizer {wh.tokenizer.type_name!r} has no SQL form (hmac with token_version 2 has)"
+               if form is None else wh.pushdown_unavailable(conn, target, form))
+    if option == "always" and why is not None:
+        raise PushdownUnavailableError(
+            f"dataset {target.ref.dataset_urn}: run.pushdown is always, but {why}; fix that, or set "
+            "run.pushdown to auto (or never) to use the client loop. Nothing was changed"
+        )
     if why is not None:
         logger.debug("%s: client loop: %s", target.ref.name, why)
         return None
